@@ -1,0 +1,30 @@
+"""User-facing errors: one clear line, exit code 2 in the CLI."""
+
+from __future__ import annotations
+
+
+class NormauditError(Exception):
+    """An error the user can act on. ``str(err)`` is the one line shown; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def line(self) -> str:
+        return f"{self}" + (f" (hint: {self.hint})" if self.hint else "")
+
+
+class UnsupportedFormat(NormauditError):
+    pass
+
+
+class CorruptFile(NormauditError):
+    pass
+
+
+class UntrustedPickle(NormauditError):
+    pass
+
+
+class NoNorms(NormauditError):
+    pass

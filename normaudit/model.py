@@ -1,0 +1,194 @@
+"""The one norm record shared by every format.
+
+Every loader (PyTorch, ONNX, GGUF) produces a :class:`NormModel` holding
+:class:`NormLayer` records.  Tensors are :class:`TensorRef` objects that read
+their values only when asked, so listing the norms of a model never reads the
+other weights.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+class NormKind(str, enum.Enum):
+    LAYER_NORM = "layer_norm"
+    RMS_NORM = "rms_norm"
+    BATCH_NORM = "batch_norm"
+    GROUP_NORM = "group_norm"
+    INSTANCE_NORM = "instance_norm"
+
+
+class EpsSource(str, enum.Enum):
+    """Where a layer's epsilon was read from."""
+
+    ONNX_ATTRIBUTE = "onnx_attribute"  # epsilon attribute of a fused ONNX op
+    ONNX_DEFAULT = "onnx_default"  # fused op without the attribute: the op's spec default
+    ONNX_CONSTANT = "onnx_constant"  # Add(eps) constant inside a decomposed pattern
+    GGUF_METADATA = "gguf_metadata"  # {arch}.attention.layer_norm_*epsilon
+    HF_CONFIG = "hf_config"  # config.json key
+    EXPORT_GRAPH = "export_graph"  # argument of an aten op in a torch.export / TorchScript graph
+    MODULE_ATTRIBUTE = "module_attribute"  # nn.Module attribute (eps / variance_epsilon)
+    UNKNOWN = "unknown"
+
+
+class Convention(str, enum.Enum):
+    """How the stored weight enters the normalised output."""
+
+    SCALE = "w"  # y = x_hat * w (+ b)
+    ONE_PLUS = "1+w"  # y = x_hat * (1 + w)   (Gemma, Nemotron's LayerNorm1P, Qwen3-Next)
+
+
+@dataclass
+class TensorRef:
+    """A named tensor whose values are read only on :meth:`load`."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # stored dtype, e.g. F32, F16, BF16, Q8_0, Q4_K
+    loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    _value: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def load(self) -> np.ndarray:
+        """Values as float32 (dequantized if stored quantized), cached."""
+        if self._value is None:
+            self._value = np.asarray(self.loader(), dtype=np.float32).reshape(self.shape)
+        return self._value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def const_tensor(name: str, value: np.ndarray, dtype: str | None = None) -> TensorRef:
+    """A TensorRef over an array already in memory."""
+    arr = np.asarray(value)
+    return TensorRef(name, tuple(int(d) for d in arr.shape), dtype or dtype_name(arr.dtype), lambda: arr)
+
+
+_NUMPY_DTYPE_NAMES = {
+    "float32": "F32",
+    "float16": "F16",
+    "float64": "F64",
+    "bfloat16": "BF16",
+    "int8": "I8",
+    "uint8": "U8",
+    "int32": "I32",
+    "int64": "I64",
+}
+
+
+def dtype_name(dtype: Any) -> str:
+    """Short dtype name (F32, F16, BF16, ...) for a numpy or torch dtype."""
+    text = str(dtype).replace("torch.", "")
+    return _NUMPY_DTYPE_NAMES.get(text, text.upper())
+
+
+@dataclass
+class NormLayer:
+    """One normalization layer, whatever format it came from."""
+
+    id: str  # the format's own name: model.layers.1.input_layernorm, blk.1.attn_norm, ONNX scope
+    kind: NormKind
+    eps: float | None
+    eps_source: EpsSource
+    eps_detail: str = ""  # the key, node or attribute the eps was read from
+    eps_dtype: str = "F32"  # dtype the eps constant is stored in (F16 can underflow)
+    weight: TensorRef | None = None
+    bias: TensorRef | None = None
+    running_mean: TensorRef | None = None
+    running_var: TensorRef | None = None
+    num_groups: int | None = None
+    axis: tuple[int, ...] = (-1,)
+    convention: Convention = Convention.SCALE
+    role: str = ""  # e.g. attn_q_norm / attn_k_norm for qk-norms, the GGUF tensor kind, ...
+    module: str = ""  # PyTorch module path this layer came from, when known (ONNX scopes, .pt2)
+    nodes: list[str] = field(default_factory=list)  # graph nodes the layer was read from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tensors(self) -> list[TensorRef]:
+        return [t for t in (self.weight, self.bias, self.running_mean, self.running_var) if t is not None]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.weight is not None:
+            return self.weight.shape
+        for t in self.tensors:
+            return t.shape
+        return ()
+
+    @property
+    def dtype(self) -> str:
+        if self.weight is not None:
+            return self.weight.dtype
+        for t in self.tensors:
+            return t.dtype
+        return ""
+
+    def scale(self) -> np.ndarray | None:
+        """The effective multiplier applied to the normalised input (w, or 1 + w)."""
+        if self.weight is None:
+            return None
+        w = self.weight.load()
+        return w + 1.0 if self.convention is Convention.ONE_PLUS else w
+
+    def to_dict(self, stats: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind.value,
+            "eps": self.eps,
+            "eps_source": self.eps_source.value,
+            "eps_detail": self.eps_detail,
+            "eps_dtype": self.eps_dtype,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "convention": self.convention.value,
+            "role": self.role,
+            "module": self.module,
+            "num_groups": self.num_groups,
+            "tensors": [t.to_dict() for t in self.tensors],
+            "nodes": list(self.nodes),
+            "notes": list(self.notes),
+        }
+        if stats and self.weight is not None:
+            w = self.weight.load()
+            out["weight_stats"] = {"min": float(w.min()), "mean": float(w.mean()), "max": float(w.max())}
+        return out
+
+
+@dataclass
+class NormModel:
+    """All norm layers found in one model file."""
+
+    path: str
+    format: str  # pytorch | onnx | gguf
+    architecture: str | None
+    norms: list[NormLayer]
+    container: str = ""  # state_dict, safetensors, hf_dir, torch_export, torchscript, module, onnx, gguf
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, NormLayer]:
+        return {n.id: n for n in self.norms}
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for n in self.norms:
+            out[n.kind.value] = out.get(n.kind.value, 0) + 1
+        return out
+
+    def to_dict(self, stats: bool = True) -> dict[str, Any]:
+        return {
+            "schema": "normaudit.inspect/1",
+            "path": self.path,
+            "format": self.format,
+            "container": self.container,
+            "architecture": self.architecture,
+            "counts": self.counts(),
+            "notes": list(self.notes),
+            "norms": [n.to_dict(stats=stats) for n in self.norms],
+        }

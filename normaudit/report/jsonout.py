@@ -1,0 +1,36 @@
+"""JSON documents (schemas documented in the README)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every parser accepts the document."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(_clean(doc), indent=2, allow_nan=False)
+
+
+def write_json(doc: dict[str, Any], target: str) -> None:
+    """Write ``doc`` to a file path, or to stdout for ``-``."""
+    text = dumps(doc) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(target).write_text(text)

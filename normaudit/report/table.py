@@ -1,0 +1,45 @@
+"""Rich tables for people."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.table import Table
+
+from ..model import NormModel
+
+
+def fmt_eps(eps: float | None) -> str:
+    """An eps as its shortest float32 spelling (9.99999997e-07 -> 1e-06)."""
+    if eps is None:
+        return "?"
+    return str(np.float32(eps)) if eps != 0 else "0"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def inspect_table(model: NormModel, stats: bool = True) -> Table:
+    counts = ", ".join(f"{v} {k}" for k, v in model.counts().items())
+    title = f"{model.path}  [{model.format}/{model.container}, {model.architecture or 'unknown architecture'}]"
+    table = Table(title=title, caption=f"{len(model.norms)} norm layers: {counts}", title_justify="left")
+    table.add_column("id", overflow="fold")
+    table.add_column("kind")
+    table.add_column("eps", justify="right")
+    table.add_column("eps source")
+    table.add_column("shape")
+    table.add_column("dtype")
+    table.add_column("conv.")
+    if stats:
+        table.add_column("weight min / mean / max", justify="right")
+    for n in model.norms:
+        row = [n.id + (f" [dim]({n.role})[/dim]" if n.role == "qk_norm" else ""), n.kind.value, fmt_eps(n.eps),
+               n.eps_source.value, "x".join(str(d) for d in n.shape), n.dtype, n.convention.value]
+        if stats:
+            if n.weight is not None:
+                w = n.weight.load()
+                row.append(f"{_fmt(w.min())} / {_fmt(w.mean())} / {_fmt(w.max())}")
+            else:
+                row.append("-")
+        table.add_row(*row)
+    return table

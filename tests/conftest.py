@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TM = ROOT / "testmodels"
+REAL = TM / "real"
+# the shared corpus exists beside the repo in CI and for developers, never for users: sweep it when present
+CORPUS = Path(os.environ.get("NORMAUDIT_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+@pytest.fixture
+def tm() -> Path:
+    return TM
+
+
+@pytest.fixture
+def real() -> Path:
+    return REAL

@@ -1,0 +1,37 @@
+"""Every file of the shared corpus (beside the repo in CI; absent on users' machines -> skipped)."""
+
+import numpy as np
+import pytest
+
+import normaudit
+from conftest import CORPUS
+
+EXPECT = {"llama": (5, "rms_norm", 1e-6), "qwen3": (9, "rms_norm", 1e-6), "gemma3": (13, "rms_norm", 1e-6),
+          "bert": (5, "layer_norm", 1e-12)}
+
+
+def _files():
+    if not CORPUS.is_dir():
+        return []
+    out = [p for p in sorted((CORPUS / "hf").iterdir()) if p.is_dir()]
+    out += sorted((CORPUS / "gguf").glob("*.gguf")) + sorted((CORPUS / "onnx").glob("*.onnx"))
+    return out + [CORPUS / "onnx/cnn.pt2", CORPUS / "onnx/cnn.pt"]
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
+def test_corpus_file(path):
+    m = normaudit.load(path)
+    model = path.name.split("-")[0].split(".")[0]
+    if model == "cnn":
+        if path.suffix == ".onnx":
+            assert m.counts() == {"group_norm": 1}
+        else:
+            assert m.counts() == {"batch_norm": 2, "group_norm": 1}
+            if path.suffix == ".pt2":
+                assert sorted(n.eps for n in m.norms) == sorted(float(np.float32(e)) for e in (1e-5, 1e-3, 1e-5))
+        return
+    count, kind, eps = EXPECT[model]
+    assert len(m.norms) == count
+    assert m.counts() == {kind: count}
+    assert {n.eps for n in m.norms} == {float(np.float32(eps))}
