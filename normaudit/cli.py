@@ -14,7 +14,9 @@ from . import __version__
 from .errors import NormauditError
 from .formats import FORMATS, load
 from .model import NormModel
-from .report import inspect_table, write_json
+from .checks import CHECKS, compare as run_compare
+from .config import load_thresholds
+from .report import compare_tables, inspect_table, write_json
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -113,6 +115,60 @@ def inspect(
             for note in m.notes:
                 err_console.print(f"note: {note}", markup=False, highlight=False)
     raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Source model (file or HF directory).")],
+    b: Annotated[str, typer.Argument(help="Converted model (file or HF directory).")],
+    format_a: Annotated[Optional[str], typer.Option("--format-a", help="Force A's format.")] = None,
+    format_b: Annotated[Optional[str], typer.Option("--format-b", help="Force B's format.")] = None,
+    config_a: Annotated[Optional[str], typer.Option("--config-a", help="HF config.json for a bare A.")] = None,
+    config_b: Annotated[Optional[str], typer.Option("--config-b", help="HF config.json for a bare B.")] = None,
+    trust_pickle: TrustOpt = False,
+    json_out: JsonOpt = None,
+    fail_on: Annotated[Optional[str], typer.Option(
+        "--fail-on", help="Lowest severity that fails (exit 1): error (default) or warning.")] = None,
+    eps_rtol: Annotated[Optional[float], typer.Option(
+        "--eps-rtol", help="Relative eps difference allowed (default 1e-5).")] = None,
+    rel_l2: Annotated[Optional[float], typer.Option(
+        "--rel-l2", help="One weight tolerance (relative L2) for every dtype, instead of the per-dtype table.")] = None,
+    fold_rel_l2: Annotated[Optional[float], typer.Option(
+        "--fold-rel-l2", help="Tolerance for folded conv weights (default 2e-6).")] = None,
+    settings: Annotated[Optional[str], typer.Option(
+        "--settings", help="Thresholds file (normaudit.toml or a pyproject.toml with [tool.normaudit]); "
+                           "by default one in the working directory is used.")] = None,
+) -> None:
+    """Align the norms of A (source) and B (converted) and check eps, weights, conventions, folds,
+    missing/extra norms.  Exit 0 no error findings, 1 findings, 2 usage or load error."""
+    from pathlib import Path
+
+    with _errors():
+        th = load_thresholds(Path(settings) if settings else None, fail_on=fail_on, eps_rtol=eps_rtol,
+                             rel_l2_override=rel_l2, fold_rel_l2=fold_rel_l2)
+        ma = _load(a, format_a, trust_pickle, config_a)
+        mb = _load(b, format_b, trust_pickle, config_b)
+        report = run_compare(ma, mb, th)
+        if json_out is not None:
+            doc = report.to_dict()
+            doc["thresholds"] = th.to_dict()
+            write_json(doc, json_out)
+        if json_out != "-":
+            console = _out_console()
+            for table in compare_tables(report):
+                console.print(table)
+            n_err = sum(f.severity.value == "error" for f in report.findings)
+            n_warn = sum(f.severity.value == "warning" for f in report.findings)
+            verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+            console.print(f"{verdict}: {n_err} errors, {n_warn} warnings (fail on {th.fail_on})")
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_FINDINGS)
+
+
+@app.command()
+def checks() -> None:
+    """List the checks `compare` runs."""
+    for name, text in CHECKS.items():
+        typer.echo(f"{name:20s} {text}")
 
 
 def run() -> None:

@@ -106,6 +106,7 @@ class NormLayer:
     convention: Convention = Convention.SCALE
     role: str = ""  # e.g. attn_q_norm / attn_k_norm for qk-norms, the GGUF tensor kind, ...
     module: str = ""  # PyTorch module path this layer came from, when known (ONNX scopes, .pt2)
+    producer: str = ""  # id of the conv/linear in NormModel.linear_ops that feeds this layer (BN fold checks)
     nodes: list[str] = field(default_factory=list)  # graph nodes the layer was read from
     notes: list[str] = field(default_factory=list)
 
@@ -149,6 +150,7 @@ class NormLayer:
             "convention": self.convention.value,
             "role": self.role,
             "module": self.module,
+            "producer": self.producer,
             "num_groups": self.num_groups,
             "tensors": [t.to_dict() for t in self.tensors],
             "nodes": list(self.nodes),
@@ -161,6 +163,22 @@ class NormLayer:
 
 
 @dataclass
+class LinearOp:
+    """A conv / linear (Gemm) layer: where BatchNorms get folded to."""
+
+    id: str
+    op: str  # conv / linear
+    weight: TensorRef
+    bias: TensorRef | None = None
+    module: str = ""  # PyTorch module path, or the exporter's scope (dynamo names a folded conv after the BN)
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0]) if self.weight.shape else 0
+
+
+@dataclass
 class NormModel:
     """All norm layers found in one model file."""
 
@@ -170,6 +188,8 @@ class NormModel:
     norms: list[NormLayer]
     container: str = ""  # state_dict, safetensors, hf_dir, torch_export, torchscript, module, onnx, gguf
     metadata: dict[str, Any] = field(default_factory=dict)
+    linear_ops: list[LinearOp] = field(default_factory=list)  # convs/linears (graph formats), for fold checks
+    tensors: dict[str, TensorRef] = field(default_factory=dict, repr=False)  # every tensor (lazy), flat formats
     notes: list[str] = field(default_factory=list)
 
     def by_id(self) -> dict[str, NormLayer]:

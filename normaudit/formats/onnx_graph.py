@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import CorruptFile
-from ..model import EpsSource, NormKind, NormLayer, NormModel, TensorRef, dtype_name
+from ..model import EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, dtype_name
 from ..tables import ONNX_FUSED_OPS, QK_NORM_RE
 
 # ops that pass a value through unchanged for our purposes (on weight and activation paths)
@@ -466,9 +466,22 @@ def load_onnx(path: Path) -> NormModel:
                 layer.notes.append(f"{c.name} reaches the norm through {c.via}")
         norms.append(layer)
 
+    linear_ops = []
+    for node in g.nodes:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+            continue
+        w = g.const(node.input[1])
+        if w is None:
+            continue
+        b = g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "Gemm" and not _attr(node, "transB", 0):
+            continue  # weight is (in, out): not the layout a folded BN scales per row
+        linear_ops.append(LinearOp(node.name or node.output[0], "conv" if node.op_type == "Conv" else "linear",
+                                   w.ref(), b.ref() if b else None, module_of(node), [node.name]))
     opsets = {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import}
     arch = _architecture(g)
-    out = NormModel(path=str(path), format="onnx", architecture=arch, norms=norms, container="onnx")
+    out = NormModel(path=str(path), format="onnx", architecture=arch, norms=norms, container="onnx",
+                    linear_ops=linear_ops)
     out.metadata = {"opsets": opsets, "producer": f"{model.producer_name} {model.producer_version}".strip()}
     return out
 

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import CorruptFile, NormauditError, UntrustedPickle
-from ..model import Convention, EpsSource, NormKind, NormLayer, NormModel, TensorRef, const_tensor, dtype_name
+from ..model import (Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, const_tensor,
+                     dtype_name)
 from ..tables import (GROUP_NORM_RE, HF_EPS_KEYS, HF_NORM_KIND, HF_ONE_PLUS_MODEL_TYPES, INSTANCE_NORM_RE,
                       NORM_MODULE_RE, NORM_TENSOR_SUFFIXES, QK_NORM_RE)
 
@@ -209,7 +210,8 @@ def _model(path: Path, container: str, refs: dict[str, TensorRef], config: dict[
     if config:
         archs = config.get("architectures")
         arch = archs[0] if isinstance(archs, list) and archs else model_type_of(config)
-    model = NormModel(path=str(path), format="pytorch", architecture=arch, norms=norms, container=container)
+    model = NormModel(path=str(path), format="pytorch", architecture=arch, norms=norms, container=container,
+                      tensors=refs)
     if config:
         model.metadata = {"model_type": model_type_of(config), "config": config}
     else:
@@ -281,6 +283,8 @@ _ATEN_NORMS: dict[str, tuple[NormKind, int | None, int | None, int, int | None, 
     "aten.instance_norm.default": (NormKind.INSTANCE_NORM, 1, 2, 7, 3, 4, None),
 }
 _ATEN_DEFAULT_EPS = 1e-5
+_ATEN_LINEAR = {"aten.conv2d.default": "conv", "aten.conv1d.default": "conv", "aten.conv3d.default": "conv",
+                "aten.convolution.default": "conv", "aten.linear.default": "linear"}
 
 
 def load_export(path: Path) -> NormModel:
@@ -306,20 +310,32 @@ def load_export(path: Path) -> NormModel:
         return _torch_ref(name, state[name])
 
     norms: list[NormLayer] = []
+    linear_ops: dict[str, LinearOp] = {}  # fx node name -> op
     for node in ep.graph.nodes:
         if node.op != "call_function":
             continue
         target = str(node.target)
+        if target in _ATEN_LINEAR:
+            w = ref_for(node.args[1]) if len(node.args) > 1 else None
+            if w is not None:
+                b = ref_for(node.args[2]) if len(node.args) > 2 else None
+                module = _module_path(node) or w.name.rsplit(".", 1)[0]
+                linear_ops[node.name] = LinearOp(module, _ATEN_LINEAR[target], w, b, module, [node.name])
+            continue
         spec = _ATEN_NORMS.get(target)
         if spec is not None:
-            norms.append(_export_norm(node, target, spec, ref_for))
+            layer = _export_norm(node, target, spec, ref_for)
+            src = node.args[0] if node.args else None
+            if getattr(src, "name", None) in linear_ops:
+                layer.producer = linear_ops[src.name].id
+            norms.append(layer)
             continue
         layer = _export_decomposed_rms(node, ref_for)
         if layer is not None:
             norms.append(layer)
     _dedupe_ids(norms)
     return NormModel(path=str(path), format="pytorch", architecture=_export_arch(ep), norms=norms,
-                     container="torch_export")
+                     container="torch_export", linear_ops=list(linear_ops.values()))
 
 
 def _arg(node: Any, idx: int | None, name: str) -> Any:

@@ -43,3 +43,29 @@ def inspect_table(model: NormModel, stats: bool = True) -> Table:
                 row.append("-")
         table.add_row(*row)
     return table
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def compare_tables(report) -> list:  # report: checks.CompareReport
+    """Matched pairs, then findings (errors first)."""
+    a, b = report.a, report.b
+    pairs = Table(title=f"A: {a.path} [{a.format}]  vs  B: {b.path} [{b.format}]", title_justify="left",
+                  caption=f"{len(report.pairs)} aligned pairs; A has {len(a.norms)} norms, B has {len(b.norms)}")
+    for col, kw in (("A", {"overflow": "fold"}), ("B", {"overflow": "fold"}), ("kind", {}), ("eps A", {"justify": "right"}),
+                    ("eps B", {"justify": "right"}), ("aligned by", {}), ("convention", {}),
+                    ("rel L2", {"justify": "right"}), ("cosine", {"justify": "right"})):
+        pairs.add_column(col, **kw)
+    for p in report.pairs:
+        w = p.weight or {}
+        pairs.add_row(p.a, p.b, p.kind, fmt_eps(p.eps_a), fmt_eps(p.eps_b), p.aligned_by, p.convention,
+                      f"{w['rel_l2']:.2e}" if "rel_l2" in w else "-", f"{w['cosine']:.6f}" if "cosine" in w else "-")
+    findings = Table(title="findings", title_justify="left")
+    for col in ("severity", "check", "A", "B", "message"):
+        findings.add_column(col, overflow="fold")
+    for f in report.findings:
+        msg = f.message + (f"\n[dim]hint: {f.hint}[/dim]" if f.hint else "")
+        findings.add_row(f"[{_SEVERITY_STYLE[f.severity.value]}]{f.severity.value}[/]", f.check, f.a or "(model)",
+                         f.b or "(model)", msg)
+    return [pairs, findings] if report.findings else [pairs]

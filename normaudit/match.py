@@ -1,0 +1,201 @@
+"""Align the norm layers of two models, any pair of formats.
+
+Methods, tried in order (each pair records which one aligned it):
+
+``name``         same id, or the same id once a wrapper prefix (``m.``) is removed;
+``gguf_table``   HF / PyTorch / ONNX module names mapped to GGUF names through gguf-py's TensorNameMap
+                 for the architecture (the same HF name maps differently per architecture);
+``weight_name``  the initializer / tensor the layer reads (``m.model.norm.weight``) names the module;
+``order``        what is left, of the same kind and shape, paired in graph order;
+``values``       left-overs paired by the closest effective scale (cosine) among same-shape layers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import NormLayer, NormModel
+from .tables import HF_TO_GGUF_ARCH
+
+
+@dataclass
+class Pair:
+    a: NormLayer
+    b: NormLayer
+    method: str
+
+
+@dataclass
+class Alignment:
+    pairs: list[Pair] = field(default_factory=list)
+    missing: list[NormLayer] = field(default_factory=list)  # in A, not in B
+    extra: list[NormLayer] = field(default_factory=list)  # in B, not in A
+    gguf_arch: str | None = None
+
+
+def _natural_key(text: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def gguf_arch_for(model: NormModel) -> str | None:
+    """The GGUF architecture name a model maps to (its own for GGUF; from HF model_type or class otherwise)."""
+    if model.format == "gguf":
+        return model.architecture
+    mt = model.metadata.get("model_type") if isinstance(model.metadata, dict) else None
+    if mt and mt in HF_TO_GGUF_ARCH:
+        return HF_TO_GGUF_ARCH[mt]
+    cls = model.architecture or ""
+    stem = re.sub(r"(For\w+|Model|PreTrainedModel)$", "", cls).lower()
+    for key in sorted(HF_TO_GGUF_ARCH, key=len, reverse=True):
+        if stem and stem.replace("_", "") == key.replace("_", ""):
+            return HF_TO_GGUF_ARCH[key]
+    return None
+
+
+def _module_name(layer: NormLayer) -> str:
+    return layer.module or layer.id.split("#", 1)[0]
+
+
+def _suffixes(name: str) -> list[str]:
+    """name, then name without its leading components: m.model.layers.0.x -> model.layers.0.x -> ..."""
+    parts = name.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts))]
+
+
+class _GgufNames:
+    """Map PyTorch-style module names to GGUF tensor base names via gguf-py's TensorNameMap."""
+
+    def __init__(self, arch: str, n_blocks: int) -> None:
+        import gguf
+        from gguf.constants import MODEL_ARCH_NAMES
+
+        arch_enum = next((a for a, n in MODEL_ARCH_NAMES.items() if n == arch), None)
+        self.map = gguf.get_tensor_name_map(arch_enum, n_blocks) if arch_enum is not None else None
+
+    def __call__(self, module: str) -> str | None:
+        if self.map is None or not module:
+            return None
+        for candidate in _suffixes(module)[:4]:  # tolerate wrapper prefixes
+            name = self.map.get_name(candidate + ".weight", try_suffixes=(".weight",))
+            if name is not None:
+                return name[: -len(".weight")] if name.endswith(".weight") else name
+        return None
+
+
+def _n_blocks(*models: NormModel) -> int:
+    best = 0
+    for m in models:
+        best = max(best, int(m.metadata.get("block_count") or 0) if isinstance(m.metadata, dict) else 0)
+        for n in m.norms:
+            for num in re.findall(r"(?:^|\.)(\d+)(?:\.|$)", _module_name(n) or n.id):
+                best = max(best, int(num) + 1)
+    return best
+
+
+def _prefix_map(a_names: dict[str, NormLayer], b_names: dict[str, NormLayer]) -> dict[str, str]:
+    """b name -> a name, after removing the wrapper prefix that makes most names agree (either side)."""
+    votes: Counter[tuple[str, str]] = Counter()
+    for bn in b_names:
+        for i, suf in enumerate(_suffixes(bn)):
+            if suf in a_names:
+                votes[("b", ".".join(bn.split(".")[:i]))] += 1
+                break
+    for an in a_names:
+        for i, suf in enumerate(_suffixes(an)):
+            if suf in b_names:
+                votes[("a", ".".join(an.split(".")[:i]))] += 1
+                break
+    out: dict[str, str] = {}
+    for (side, prefix), _ in votes.most_common():
+        cut = len(prefix) + 1 if prefix else 0
+        if side == "b":
+            for bn in b_names:
+                if bn not in out and (not prefix or bn.startswith(prefix + ".")) and bn[cut:] in a_names:
+                    out[bn] = bn[cut:]
+        else:
+            for an in a_names:
+                if (not prefix or an.startswith(prefix + ".")) and an[cut:] in b_names and an[cut:] not in out:
+                    out[an[cut:]] = an
+    return out
+
+
+def align(a: NormModel, b: NormModel) -> Alignment:
+    result = Alignment()
+    left_a = list(a.norms)
+    left_b = list(b.norms)
+
+    def take(pairs: list[tuple[NormLayer, NormLayer]], method: str) -> None:
+        for la, lb in pairs:
+            if la in left_a and lb in left_b:
+                result.pairs.append(Pair(la, lb, method))
+                left_a.remove(la)
+                left_b.remove(lb)
+
+    # 1. names (exact, or after a wrapper prefix)
+    a_by = {_module_name(n): n for n in left_a}
+    b_by = {_module_name(n): n for n in left_b}
+    exact = [(a_by[k], b_by[k]) for k in a_by if k in b_by]
+    take(exact, "name")
+    a_by = {_module_name(n): n for n in left_a}
+    b_by = {_module_name(n): n for n in left_b}
+    take([(a_by[an], b_by[bn]) for bn, an in _prefix_map(a_by, b_by).items()], "name")
+
+    # 2. GGUF tensor tables when one side is GGUF (or both map to one architecture)
+    arch = gguf_arch_for(b) if b.format == "gguf" else gguf_arch_for(a)
+    if arch and (a.format == "gguf" or b.format == "gguf"):
+        result.gguf_arch = arch
+        names = _GgufNames(arch, _n_blocks(a, b))
+
+        def key(m: NormModel, n: NormLayer) -> str | None:
+            return n.id if m.format == "gguf" else names(_module_name(n))
+
+        b_keys = {key(b, n): n for n in left_b}
+        take([(n, b_keys[k]) for n in list(left_a) if (k := key(a, n)) is not None and k in b_keys], "gguf_table")
+
+    # 3. the weight tensor's own name
+    def wname(n: NormLayer) -> str | None:
+        if n.weight is None or "." not in n.weight.name:
+            return None
+        return n.weight.name.rsplit(".", 1)[0]
+
+    a_w = {w: n for n in left_a if (w := wname(n))}
+    b_w = {w: n for n in left_b if (w := wname(n))}
+    take([(a_w[an], b_w[bn]) for bn, an in _prefix_map(a_w, b_w).items()], "weight_name")
+
+    # 4. graph order among same kind + shape, when the left-overs line up one to one
+    def sig(n: NormLayer) -> tuple:
+        return (n.kind, int(np.prod(n.shape)) if n.shape else 0)
+
+    sa = sorted(left_a, key=lambda n: _natural_key(_module_name(n)) if a.format != "onnx" else 0)
+    sb = sorted(left_b, key=lambda n: _natural_key(_module_name(n)) if b.format != "onnx" else 0)
+    if sa and len(sa) == len(sb) and [sig(n) for n in sa] == [sig(n) for n in sb]:
+        take(list(zip(sa, sb)), "order")
+
+    # 5. closest values among same-size layers
+    for la in list(left_a):
+        cands = [lb for lb in left_b if sig(lb)[1] == sig(la)[1] and la.weight is not None and lb.weight is not None]
+        if not cands:
+            continue
+        sa_ = la.scale().reshape(-1)
+        best = max(cands, key=lambda lb: _cosine(sa_, lb.scale().reshape(-1)))
+        if _cosine(sa_, best.scale().reshape(-1)) > 0.999:
+            take([(la, best)], "values")
+
+    result.missing = left_a
+    result.extra = left_b
+    order = {id(n): i for i, n in enumerate(a.norms)}
+    result.pairs.sort(key=lambda p: order[id(p.a)])
+    return result
+
+
+def _cosine(x: np.ndarray, y: np.ndarray) -> float:
+    if x.shape != y.shape:
+        return -1.0
+    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+    if nx == 0 or ny == 0:
+        return 1.0 if nx == ny else 0.0
+    return float(np.dot(x.astype(np.float64), y.astype(np.float64)) / (nx * ny))
