@@ -7,7 +7,7 @@ norm tensors (and, for BatchNorm folds, the conv weights involved) are read, laz
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -120,6 +120,9 @@ def _eps_in_dtype(eps: float, dtype: str) -> float:
 
 # -- pair checks ---------------------------------------------------------------------------------------
 
+_MODEL_WIDE = ("gguf_metadata", "hf_config")
+
+
 class _Checker:
     def __init__(self, a: NormModel, b: NormModel, th: Thresholds) -> None:
         self.a, self.b, self.th = a, b, th
@@ -150,17 +153,18 @@ class _Checker:
         ea, eb = _eps_in_dtype(la.eps, dtype), _eps_in_dtype(lb.eps, dtype)
         if abs(ea - eb) <= self.th.eps_rtol * max(abs(ea), abs(eb)):
             return
-        key = (ea, eb, lb.eps_source.value, lb.eps_detail if lb.eps_source.value in ("gguf_metadata", "hf_config")
-               else lb.id, la.eps_source.value, la.eps_detail if la.eps_source.value == "hf_config" else la.id)
+        # one key (a GGUF metadata key, a config.json entry) sets every layer's eps: group them to one finding
+        wide = [f"{x.eps_source.value}:{x.eps_detail}" for x in (la, lb) if x.eps_source.value in _MODEL_WIDE]
+        key = (ea, eb, tuple(wide) if wide else (la.id, lb.id))
         self._eps_groups.setdefault(key, []).append((la, lb))
 
     def flush_eps(self) -> None:
-        for (ea, eb, src_b, det_b, src_a, det_a), members in self._eps_groups.items():
+        for (ea, eb, wide), members in self._eps_groups.items():
             la, lb = members[0]
             where_b = f"{_src_text(lb)} is {lb.eps:g}"
             where_a = f"{_src_text(la)} says {la.eps:g}"
             hint = _eps_hint(la, lb)
-            if len(members) > 1 and (src_b in ("gguf_metadata", "hf_config") or src_a == "hf_config"):
+            if len(members) > 1 and isinstance(wide[0], str) and wide[0].split(":")[0] in _MODEL_WIDE:
                 self.add("eps_mismatch", Severity.ERROR, None, None,
                          f"model-wide: {where_b}, {where_a} ({len(members)} layers)", hint,
                          eps_a=la.eps, eps_b=lb.eps, layers=[[x.id, y.id] for x, y in members])
@@ -398,6 +402,11 @@ def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None) ->
     ck = _Checker(a, b, th)
     al: Alignment = align(a, b)
     for p in al.pairs:
+        # a bare state_dict cannot tell x*w from x*(1+w): take the convention the other side knows
+        if not p.a.convention_known and p.b.convention_known:
+            p.a = replace(p.a, convention=p.b.convention, notes=p.a.notes + ["convention taken from B"])
+        elif not p.b.convention_known and p.a.convention_known:
+            p.b = replace(p.b, convention=p.a.convention, notes=p.b.notes + ["convention taken from A"])
         ck.eps(p.a, p.b)
         same_kind = ck.kind(p.a, p.b)
         metrics = ck.weights(p.a, p.b) if same_kind else None

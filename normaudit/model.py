@@ -104,6 +104,7 @@ class NormLayer:
     num_groups: int | None = None
     axis: tuple[int, ...] = (-1,)
     convention: Convention = Convention.SCALE
+    convention_known: bool = True  # False for a bare state_dict (no config/class tells x*w from x*(1+w))
     role: str = ""  # e.g. attn_q_norm / attn_k_norm for qk-norms, the GGUF tensor kind, ...
     module: str = ""  # PyTorch module path this layer came from, when known (ONNX scopes, .pt2)
     producer: str = ""  # id of the conv/linear in NormModel.linear_ops that feeds this layer (BN fold checks)
@@ -147,7 +148,7 @@ class NormLayer:
             "eps_dtype": self.eps_dtype,
             "shape": list(self.shape),
             "dtype": self.dtype,
-            "convention": self.convention.value,
+            "convention": self.convention.value if self.convention_known else "unknown",
             "role": self.role,
             "module": self.module,
             "producer": self.producer,

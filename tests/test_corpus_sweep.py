@@ -35,3 +35,32 @@ def test_corpus_file(path):
     assert len(m.norms) == count
     assert m.counts() == {kind: count}
     assert {n.eps for n in m.norms} == {float(np.float32(eps))}
+
+
+def _clean_pairs():
+    if not CORPUS.is_dir():
+        return []
+    pairs = []
+    for model in ("llama", "qwen3", "gemma3"):
+        for g in sorted((CORPUS / "gguf").glob(f"{model}-*.gguf")):
+            pairs.append((f"hf/{model}", f"gguf/{g.name}"))
+        for o in sorted((CORPUS / "onnx").glob(f"{model}-*.onnx")):
+            pairs.append((f"hf/{model}", f"onnx/{o.name}"))
+            pairs.append((f"onnx/{o.name}", f"gguf/{model}-Q4_K_M.gguf"))
+        pairs.append((f"gguf/{model}-f32.gguf", f"gguf/{model}-Q4_K_M.gguf"))
+    for o in sorted((CORPUS / "onnx").glob("bert-*.onnx")):
+        pairs.append(("hf/bert", f"onnx/{o.name}"))
+    for o in sorted((CORPUS / "onnx").glob("cnn-*.onnx")):
+        pairs.append(("onnx/cnn.pt2", f"onnx/{o.name}"))
+    return pairs
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+@pytest.mark.parametrize("a, b", _clean_pairs(), ids=lambda p: p.split("/")[-1])
+def test_corpus_clean_pair_passes(a, b):
+    from normaudit.checks import compare
+
+    ma, mb = normaudit.load(CORPUS / a), normaudit.load(CORPUS / b)
+    r = compare(ma, mb)
+    assert r.passed and not r.findings, [f.to_dict() for f in r.findings]
+    assert len(r.pairs) == len(ma.norms)

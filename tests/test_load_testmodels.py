@@ -120,3 +120,26 @@ def test_listing_norms_reads_no_other_weights(tm, monkeypatch):
     assert calls == []
     m.norms[0].weight.load()
     assert calls == ["blk.0.attn_norm.weight"]
+
+
+@pytest.mark.parametrize("model", sorted(EXPECT))
+@pytest.mark.parametrize("container", CONTAINERS[1:] + ["{m}-dynamo-opset23.onnx", "{m}.pt"])
+def test_generated_conversions_compare_clean(tm, model, container):
+    from normaudit.checks import compare
+
+    path = tm / model / container.format(m=model)
+    if not path.exists():
+        pytest.skip(f"{path.name} not generated for {model}")
+    r = compare(normaudit.load(tm / model / "hf"), normaudit.load(path))
+    assert r.passed, [f.to_dict() for f in r.findings]
+    assert len(r.pairs) == EXPECT[model][0]
+
+
+def test_generated_cnn_folds(tm):
+    from normaudit.checks import compare
+
+    for name in ("cnn-dynamo-opset18.onnx", "cnn-dynamo-opset21.onnx", "cnn-legacy-opset13.onnx",
+                 "cnn-torchscript.pt"):
+        r = compare(normaudit.load(tm / "cnn/cnn.pt2"), normaudit.load(tm / "cnn" / name))
+        assert r.passed and not r.findings, (name, [f.to_dict() for f in r.findings])
+        assert len(r.pairs) == 3

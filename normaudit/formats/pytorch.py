@@ -149,7 +149,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
             id=prefix, kind=kind, eps=eps, eps_source=source, eps_detail=detail,
             weight=parts.get("weight"), bias=parts.get("bias"),
             running_mean=parts.get("running_mean"), running_var=parts.get("running_var"),
-            convention=convention, module=prefix, notes=notes,
+            convention=convention, convention_known=bool(config), module=prefix, notes=notes,
         )
         if QK_NORM_RE.search(last):
             layer.role = "qk_norm"

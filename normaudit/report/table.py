@@ -34,7 +34,8 @@ def inspect_table(model: NormModel, stats: bool = True) -> Table:
         table.add_column("weight min / mean / max", justify="right")
     for n in model.norms:
         row = [n.id + (f" [dim]({n.role})[/dim]" if n.role == "qk_norm" else ""), n.kind.value, fmt_eps(n.eps),
-               n.eps_source.value, "x".join(str(d) for d in n.shape), n.dtype, n.convention.value]
+               n.eps_source.value, "x".join(str(d) for d in n.shape), n.dtype,
+               n.convention.value if n.convention_known else "?"]
         if stats:
             if n.weight is not None:
                 w = n.weight.load()
