@@ -99,3 +99,29 @@ def recover_bn_eps(folded_factor: np.ndarray, var: np.ndarray, weight: np.ndarra
 def tensor_stats(values: np.ndarray) -> dict[str, float]:
     v = values.astype(np.float64)
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def apply_layer(layer, x: np.ndarray) -> np.ndarray:
+    """Run one NormLayer record (any format) on ``x``: the same math every backend's norm computes.
+
+    Used to tell a layer's own (local) error from inherited error: B's layer applied to A's input.
+    """
+    from .model import NormKind  # local import: kernels stays importable without the record types
+
+    scale = layer.scale()
+    bias = layer.bias.load() if layer.bias is not None else None
+    eps = 1e-5 if layer.eps is None else layer.eps
+    if layer.kind is NormKind.RMS_NORM:
+        return rms_norm(x, None if scale is None else scale.reshape(-1), eps)
+    if layer.kind is NormKind.LAYER_NORM:
+        return layer_norm(x, None if scale is None else scale.reshape(-1), None if bias is None else bias.reshape(-1),
+                          eps)
+    flat = (lambda t: None if t is None else t.reshape(-1))
+    if layer.kind is NormKind.GROUP_NORM:
+        return group_norm(x, int(layer.num_groups or 1), flat(scale), flat(bias), eps)
+    if layer.kind is NormKind.INSTANCE_NORM:
+        return instance_norm(x, flat(scale), flat(bias), eps)
+    if layer.kind is NormKind.BATCH_NORM:
+        return batch_norm(x, layer.running_mean.load().reshape(-1), layer.running_var.load().reshape(-1), flat(scale),
+                          flat(bias), eps)
+    raise ValueError(f"no kernel for {layer.kind}")

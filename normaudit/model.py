@@ -110,6 +110,8 @@ class NormLayer:
     producer: str = ""  # id of the conv/linear in NormModel.linear_ops that feeds this layer (BN fold checks)
     nodes: list[str] = field(default_factory=list)  # graph nodes the layer was read from
     notes: list[str] = field(default_factory=list)
+    input_name: str = ""  # graph formats: the tensor / fx node the norm reads (activation capture)
+    output_name: str = ""  # graph formats: the tensor / fx node holding the norm's output
 
     @property
     def tensors(self) -> list[TensorRef]:

@@ -122,3 +122,7 @@ ONNX_FUSED_OPS: dict[tuple[str, str], tuple[NormKind, int, int | None, float]] =
 for (_dom, _op), _v in list(ONNX_FUSED_OPS.items()):
     if _dom == "":
         ONNX_FUSED_OPS[("ai.onnx", _op)] = _v
+
+#: GGUF architectures whose Q/K projection rows llama.cpp's converter permutes (HF rotate-half RoPE layout ->
+#: GGML's interleaved layout); GGUF replay undoes it.  Source: LlamaModel.modify_tensors and subclasses.
+GGUF_PERMUTED_QK_ARCHS: frozenset[str] = frozenset({"llama", "granite", "granitemoe", "minicpm", "deci", "mistral3"})

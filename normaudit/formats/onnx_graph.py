@@ -249,6 +249,8 @@ class _Found:
     var: _Const | None = None
     notes: tuple[str, ...] = ()
     axis: tuple[int, ...] = (-1,)
+    input_name: str = ""  # tensor the norm normalises
+    output_name: str = ""  # tensor after the affine (what the next op reads)
 
 
 def _fused(g: OnnxGraph, node: Any) -> _Found | None:
@@ -265,7 +267,8 @@ def _fused(g: OnnxGraph, node: Any) -> _Found | None:
         eps, source, detail = float(np.float32(default_eps)), EpsSource.ONNX_DEFAULT, f"{node.op_type} default epsilon"
     else:
         eps, source, detail = float(np.float32(eps)), EpsSource.ONNX_ATTRIBUTE, f"{node.name or node.op_type}.epsilon"
-    found = _Found(kind, eps, source, detail, "F32", weight, bias, [node], node)
+    found = _Found(kind, eps, source, detail, "F32", weight, bias, [node], node,
+                   input_name=inputs[0] if inputs else "", output_name=node.output[0] if node.output else "")
     if kind is NormKind.BATCH_NORM and len(inputs) >= 5:
         found.mean, found.var = g.const(inputs[3]), g.const(inputs[4])
     if kind is NormKind.GROUP_NORM:
@@ -373,12 +376,14 @@ def _decomposed(g: OnnxGraph, add: Any) -> _Found | None:
             nodes[:0] = [centre, sub]
     if normed_from is None:
         return None
-    weight, bias, _ = _follow_affine(g, normed.output[0], nodes)
+    weight, bias, out = _follow_affine(g, normed.output[0], nodes)
     eps, eps_dtype = eps_info
     anchor = add
+    source_x = nodes[0].input[0] if kind is NormKind.LAYER_NORM else squared
     return _Found(kind, eps, EpsSource.ONNX_CONSTANT, f"Add {add.name or add.output[0]} <- {eps_name}", eps_dtype,
                   weight, bias, nodes, anchor,
-                  notes=(f"decomposed {'LayerNorm' if kind is NormKind.LAYER_NORM else 'RMSNorm'} pattern",))
+                  notes=(f"decomposed {'LayerNorm' if kind is NormKind.LAYER_NORM else 'RMSNorm'} pattern",),
+                  input_name=source_x, output_name=out)
 
 
 def _group_norm_from_instance(g: OnnxGraph, found: _Found, node: Any) -> _Found:
@@ -389,10 +394,11 @@ def _group_norm_from_instance(g: OnnxGraph, found: _Found, node: Any) -> _Found:
         return found
     groups = found.weight.shape[0] if found.weight is not None and found.weight.shape else None
     nodes = [before, node, after]
-    weight, bias, _ = _follow_affine(g, after.output[0], nodes)
+    weight, bias, out = _follow_affine(g, after.output[0], nodes)
     return _Found(NormKind.GROUP_NORM, found.eps, found.eps_source, found.eps_detail, found.eps_dtype,
                   weight, bias, nodes, node, num_groups=groups,
-                  notes=("GroupNorm as Reshape -> InstanceNormalization -> Reshape -> Mul -> Add",))
+                  notes=("GroupNorm as Reshape -> InstanceNormalization -> Reshape -> Mul -> Add",),
+                  input_name=before.input[0], output_name=out)
 
 
 def _layer_id(g: OnnxGraph, found: _Found) -> tuple[str, str]:
@@ -458,6 +464,8 @@ def load_onnx(path: Path) -> NormModel:
             module=module,
             nodes=[n.name or n.output[0] for n in found.nodes],
             notes=list(found.notes),
+            input_name=found.input_name,
+            output_name=found.output_name,
         )
         if QK_NORM_RE.search(module.rsplit(".", 1)[-1] if module else ""):
             layer.role = "qk_norm"

@@ -326,6 +326,12 @@ def load_export(path: Path) -> NormModel:
         if spec is not None:
             layer = _export_norm(node, target, spec, ref_for)
             src = node.args[0] if node.args else None
+            layer.input_name = getattr(src, "name", "")
+            layer.output_name = node.name
+            if "native" in target or "legit" in target:  # tuple results: the output is getitem 0
+                for user in node.users:
+                    if str(user.target) == "<built-in function getitem>" and user.args[1] == 0:
+                        layer.output_name = user.name
             if getattr(src, "name", None) in linear_ops:
                 layer.producer = linear_ops[src.name].id
             norms.append(layer)
@@ -401,7 +407,7 @@ def _export_decomposed_rms(node: Any, ref_for: Any) -> NormLayer | None:
     pw = mean.args[0]
     if str(getattr(pw, "target", "")) != "aten.pow.Tensor_Scalar" or pw.args[1] != 2:
         return None
-    weight, one_plus = _export_weight_after(node, ref_for)
+    weight, one_plus, out_node = _export_weight_after(node, ref_for)
     module = _module_path(node)
     layer = NormLayer(
         id=module or node.name, kind=NormKind.RMS_NORM, eps=float(np.float32(eps)),
@@ -409,6 +415,7 @@ def _export_decomposed_rms(node: Any, ref_for: Any) -> NormLayer | None:
         weight=weight, module=module, nodes=[pw.name, mean.name, add.name, node.name],
         convention=Convention.ONE_PLUS if one_plus else Convention.SCALE,
         notes=["decomposed RMSNorm pattern"] + (["weight enters as (1 + w)"] if one_plus else []),
+        input_name=getattr(pw.args[0], "name", ""), output_name=out_node,
     )
     if QK_NORM_RE.search(module.rsplit(".", 1)[-1] if module else ""):
         layer.role = "qk_norm"
@@ -424,16 +431,18 @@ def _single_user(node: Any) -> Any | None:
     return users[0] if len(users) == 1 else None
 
 
-def _export_weight_after(rsqrt: Any, ref_for: Any) -> tuple[TensorRef | None, bool]:
-    """Follow x * rsqrt(.) forward (through casts) to the Mul by the weight; return (weight, enters as 1 + w)."""
+def _export_weight_after(rsqrt: Any, ref_for: Any) -> tuple[TensorRef | None, bool, str]:
+    """Follow x * rsqrt(.) forward (through casts) to the Mul by the weight.
+
+    Returns (weight, enters as 1 + w, name of the node holding the norm's output)."""
     node = _single_user(rsqrt)  # mul(x, rsqrt)
     if node is None or str(node.target) != "aten.mul.Tensor":
-        return None, False
+        return None, False, rsqrt.name
     nxt = _single_user(node)
     while nxt is not None and str(nxt.target) in _CASTS:
         node, nxt = nxt, _single_user(nxt)
     if nxt is None or str(nxt.target) != "aten.mul.Tensor":
-        return None, False
+        return None, False, node.name
     for arg in nxt.args:
         if arg is node:
             continue
@@ -448,8 +457,8 @@ def _export_weight_after(rsqrt: Any, ref_for: Any) -> tuple[TensorRef | None, bo
                 break
         ref = ref_for(arg)
         if ref is not None:
-            return ref, one_plus
-    return None, False
+            return ref, one_plus, nxt.name
+    return None, False, node.name
 
 
 def _export_arch(ep: Any) -> str | None:
