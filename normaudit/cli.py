@@ -16,7 +16,7 @@ from .formats import FORMATS, load
 from .model import NormModel
 from .checks import CHECKS, compare as run_compare
 from .config import load_thresholds
-from .report import compare_tables, inspect_table, write_json
+from .report import activation_tables, compare_tables, inspect_table, write_json
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -138,30 +138,75 @@ def compare(
     settings: Annotated[Optional[str], typer.Option(
         "--settings", help="Thresholds file (normaudit.toml or a pyproject.toml with [tool.normaudit]); "
                            "by default one in the working directory is used.")] = None,
+    activations: Annotated[bool, typer.Option(
+        "--activations", help="Also run both models on the same input and diff norm and block outputs "
+                              "layer by layer (first divergence, local vs inherited error).")] = False,
+    input_npz: Annotated[Optional[str], typer.Option(
+        "--input", help="Inputs for --activations: an .npz of name -> array (e.g. input_ids).",
+        metavar="FILE.npz")] = None,
+    text: Annotated[Optional[str], typer.Option(
+        "--text", help="Input text for --activations, tokenized with a HF tokenizer next to the model.")] = None,
+    model_dir: Annotated[Optional[str], typer.Option(
+        "--model", help="HF directory of the source architecture, to replay a GGUF when neither side is one.",
+        metavar="HF_DIR")] = None,
+    sensitivity: Annotated[bool, typer.Option(
+        "--sensitivity", help="With --activations and a GGUF side: put one quantized tensor at a time into the "
+                              "float model and rank tensors by the output drift each causes.")] = False,
+    act_rel_l2: Annotated[Optional[float], typer.Option(
+        "--act-rel-l2", help="Activation drift threshold: relative L2 above this diverges (default 1e-2).")] = None,
+    act_cosine: Annotated[Optional[float], typer.Option(
+        "--act-cosine", help="Activation drift threshold: cosine below this diverges (default 0.9999).")] = None,
 ) -> None:
     """Align the norms of A (source) and B (converted) and check eps, weights, conventions, folds,
-    missing/extra norms.  Exit 0 no error findings, 1 findings, 2 usage or load error."""
+    missing/extra norms; with --activations also diff activations layer by layer.
+    Exit 0 pass, 1 error findings or activation drift, 2 usage or load error."""
     from pathlib import Path
 
     with _errors():
+        if (input_npz or text or sensitivity or model_dir) and not activations:
+            raise NormauditError("--input, --text, --model and --sensitivity go with --activations")
+        if input_npz and text is not None:
+            raise NormauditError("give either --input or --text, not both")
         th = load_thresholds(Path(settings) if settings else None, fail_on=fail_on, eps_rtol=eps_rtol,
-                             rel_l2_override=rel_l2, fold_rel_l2=fold_rel_l2)
+                             rel_l2_override=rel_l2, fold_rel_l2=fold_rel_l2, activation_rel_l2=act_rel_l2,
+                             activation_cosine=act_cosine)
         ma = _load(a, format_a, trust_pickle, config_a)
         mb = _load(b, format_b, trust_pickle, config_b)
         report = run_compare(ma, mb, th)
+        act = None
+        if activations:
+            from .activations import diff_activations
+
+            with err_console.status("running both models ...", spinner="dots") if err_console.is_terminal \
+                    else _nullcontext():
+                act = diff_activations(a, b, input_npz=input_npz, text=text, model_dir=model_dir, thresholds=th,
+                                       sensitivity=sensitivity, trust_pickle=trust_pickle)
+        passed = report.passed and (act is None or act.passed)
         if json_out is not None:
             doc = report.to_dict()
             doc["thresholds"] = th.to_dict()
+            if act is not None:
+                doc["activations"] = act.to_dict()
+            doc["passed"] = passed
             write_json(doc, json_out)
         if json_out != "-":
             console = _out_console()
             for table in compare_tables(report):
                 console.print(table)
+            if act is not None:
+                for table in activation_tables(act):
+                    console.print(table)
+                for note in act.notes:
+                    console.print(f"note: {note}", markup=False, highlight=False)
             n_err = sum(f.severity.value == "error" for f in report.findings)
             n_warn = sum(f.severity.value == "warning" for f in report.findings)
-            verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-            console.print(f"{verdict}: {n_err} errors, {n_warn} warnings (fail on {th.fail_on})")
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_FINDINGS)
+            verdict = "[bold green]PASS[/]" if passed else "[bold red]FAIL[/]"
+            drift = ""
+            if act is not None:
+                fd = act.first_divergence
+                drift = f"; activations: first divergence at {fd.a}" if fd else "; activations match"
+            console.print(f"{verdict}: {n_err} errors, {n_warn} warnings (fail on {th.fail_on}){drift}")
+    raise typer.Exit(EXIT_OK if passed else EXIT_FINDINGS)
 
 
 @app.command()

@@ -64,3 +64,34 @@ def test_corpus_clean_pair_passes(a, b):
     r = compare(ma, mb)
     assert r.passed and not r.findings, [f.to_dict() for f in r.findings]
     assert len(r.pairs) == len(ma.norms)
+
+
+ACT_PAIRS = [(f"hf/{m}", f"gguf/{m}-f32.gguf", 1e-5) for m in ("llama", "qwen3", "gemma3")]
+ACT_PAIRS += [(f"hf/{m}", f"onnx/{m}-dynamo-opset{o}.onnx", 1e-4) for m in ("llama", "qwen3", "gemma3")
+              for o in (18, 23)]
+ACT_PAIRS += [("hf/bert", f"onnx/bert-{x}.onnx", 1e-4) for x in ("dynamo-opset18", "legacy-opset14", "legacy-opset17")]
+ACT_PAIRS += [("onnx/cnn.pt2", f"onnx/cnn-{x}.onnx", 1e-4) for x in ("dynamo-opset18", "dynamo-opset21",
+                                                                     "legacy-opset13")]
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+@pytest.mark.parametrize("a, b, tol", ACT_PAIRS, ids=lambda p: str(p).split("/")[-1])
+def test_corpus_activations_match(a, b, tol):
+    from normaudit.activations import diff_activations
+
+    r = diff_activations(CORPUS / a, CORPUS / b)
+    assert r.first_divergence is None
+    worst = max(p.metrics["rel_l2"] for p in r.points)
+    assert worst < tol, [(p.a, p.metrics["rel_l2"]) for p in r.points]
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+@pytest.mark.parametrize("model", ["llama", "qwen3", "gemma3"])
+@pytest.mark.parametrize("qtype", ["q8_0", "Q4_K_M"])
+def test_corpus_quantized_drift_grows_with_depth(model, qtype):
+    from normaudit.activations import diff_activations
+
+    r = diff_activations(CORPUS / f"hf/{model}", CORPUS / f"gguf/{model}-{qtype}.gguf")
+    blocks = [p.metrics["rel_l2"] for p in r.points if p.kind == "block"]
+    out = next(p for p in r.points if p.kind == "output").metrics["rel_l2"]
+    assert blocks[-1] > blocks[0] > 0 and out > blocks[0]

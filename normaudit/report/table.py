@@ -70,3 +70,44 @@ def compare_tables(report) -> list:  # report: checks.CompareReport
         findings.add_row(f"[{_SEVERITY_STYLE[f.severity.value]}]{f.severity.value}[/]", f.check, f.a or "(model)",
                          f.b or "(model)", msg)
     return [pairs, findings] if report.findings else [pairs]
+
+
+def activation_tables(act) -> list:  # act: activations.ActivationReport
+    """Per-point metrics with the first divergence marked, then the sensitivity ranking."""
+    inp = ", ".join(f"{k} {v['shape']}" for k, v in act.inputs.items() if isinstance(v, dict))
+    table = Table(title=f"activations  A: {act.backends['a']}\n             B: {act.backends['b']}",
+                  title_justify="left", caption=f"inputs: {act.inputs.get('source')} ({inp})")
+    for col, kw in (("", {}), ("point (A)", {"overflow": "fold"}), ("B", {"overflow": "fold"}), ("kind", {}),
+                    ("max abs", {"justify": "right"}), ("mean abs", {"justify": "right"}),
+                    ("rel L2", {"justify": "right"}), ("cosine", {"justify": "right"}),
+                    ("SQNR dB", {"justify": "right"}), ("local rel L2", {"justify": "right"})):
+        table.add_column(col, **kw)
+    first = act.first_divergence
+    for p in act.points:
+        m = p.metrics
+        mark = "[bold red]>>[/]" if p is first else ""
+        local = "-" if p.local_rel_l2 is None else f"{p.local_rel_l2:.2e}"
+        sq = m.get("sqnr_db")
+        table.add_row(mark, p.a, p.b if p.b != p.a else "", p.kind, f"{m.get('max_abs', float('nan')):.2e}",
+                      f"{m.get('mean_abs', float('nan')):.2e}", f"{m.get('rel_l2', float('nan')):.2e}",
+                      f"{m.get('cosine', float('nan')):.6f}", "inf" if sq == float("inf") else f"{sq:.1f}" if sq
+                      is not None else "-", local)
+    out = [table]
+    if first is not None:
+        local = first.local_rel_l2
+        if local is None:
+            verdict = "no local replay for this point"
+        elif local >= 0.5 * first.metrics["rel_l2"]:
+            verdict = f"this layer adds the error (local rel L2 {local:.2e} of {first.metrics['rel_l2']:.2e})"
+        else:
+            verdict = (f"inherited: B's layer on A's input is within {local:.2e}; the drift comes from upstream "
+                       f"(embeddings or non-norm weights)")
+        out.append(f"[bold red]first divergence[/]: {first.a} ({first.kind}): {verdict}")
+    if act.sensitivity:
+        sens = Table(title="sensitivity: one quantized tensor at a time in the float model", title_justify="left")
+        for col in ("tensor", "source", "dtype", "output rel L2", "output cosine"):
+            sens.add_column(col)
+        for r in act.sensitivity[:20]:
+            sens.add_row(r["tensor"], r["source"], r["dtype"], f"{r['output_rel_l2']:.3e}", f"{r['output_cosine']:.6f}")
+        out.append(sens)
+    return out

@@ -1,0 +1,163 @@
+"""Activation diffs: replay, ONNX, .pt2 backends; first divergence and local error on broken files."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from breakers import gguf_edit_norm, onnx_edit
+from normaudit.activations import diff_activations
+from normaudit.cli import app
+
+runner = CliRunner()
+GEMMA_NORMS = {f"blk.{i}.{n}.weight" for i in (0, 1) for n in ("attn_norm", "ffn_norm", "post_attention_norm",
+                                                                "post_ffw_norm", "attn_q_norm", "attn_k_norm")}
+GEMMA_NORMS.add("output_norm.weight")
+
+
+def by_a(report):
+    return {p.a if "optimized" not in p.b else "output.optimized": p for p in report.points}
+
+
+@pytest.mark.parametrize("hf, gguf", [("real/hf/qwen3", "real/gguf/qwen3-f32.gguf"),
+                                      ("real/hf/gemma3", "real/gguf/gemma3-f32.gguf"),
+                                      ("llama/hf", "llama/llama-f32.gguf"),  # Q/K rows permuted by the writer
+                                      ("bert/hf", "bert/bert-f32.gguf")])
+def test_f32_gguf_replay_reproduces_source(tm, hf, gguf):
+    r = diff_activations(tm / hf, tm / gguf)
+    assert r.first_divergence is None
+    kinds = {p.kind for p in r.points}
+    assert {"norm", "block", "output"} <= kinds
+    for p in r.points:
+        assert p.metrics["rel_l2"] < 1e-5, (p.a, p.metrics)
+    assert "GGUF replay" in r.backends["b"]
+
+
+def test_quantized_drift_grows_with_depth_and_is_inherited(real):
+    r = diff_activations(real / "hf/qwen3", real / "gguf/qwen3-Q4_K_M.gguf")
+    pts = by_a(r)
+    first_norm = pts["model.layers.0.input_layernorm"].metrics["rel_l2"]
+    assert first_norm > 1e-3  # the quantized embedding already drifts
+    assert pts["output"].metrics["rel_l2"] > first_norm
+    assert pts["block.1"].metrics["rel_l2"] > pts["block.0"].metrics["rel_l2"]
+    assert r.first_divergence is not None and r.first_divergence.a == "model.layers.0.input_layernorm"
+    # the norms themselves are F32 in the file: their local error is float rounding
+    assert all(p.local_rel_l2 < 1e-5 for p in r.points if p.kind == "norm")
+
+
+@pytest.mark.parametrize("hf, onnx_file", [("hf/qwen3", "onnx/qwen3-dynamo-opset18.onnx"),
+                                           ("hf/gemma3", "onnx/gemma3-dynamo-opset23.onnx"),
+                                           ("hf/gemma3", "onnx/gemma3-dynamo-opset18.onnx"),
+                                           ("hf/bert", "onnx/bert-legacy-opset14.onnx"),
+                                           ("hf/bert", "onnx/bert-dynamo-opset18.onnx")])
+def test_hf_vs_onnx_exports_match(real, hf, onnx_file):
+    r = diff_activations(real / hf, real / onnx_file)
+    assert r.first_divergence is None
+    pts = by_a(r)
+    assert "output.optimized" in pts  # the unmodified, fully optimized graph is compared too
+    n_norms = sum(p.kind == "norm" for p in r.points)
+    assert n_norms == {"qwen3": 9, "gemma3": 13, "bert": 5}[hf.split("/")[1]]
+    assert all(p.metrics["rel_l2"] < 1e-4 for p in r.points), [(p.a, p.metrics["rel_l2"]) for p in r.points]
+    assert r.inputs["input_ids"]["shape"] == [1, 8]  # the exported graph fixes the sequence length
+    assert "ORT_ENABLE_ALL" in r.backends["b"]
+
+
+@pytest.mark.parametrize("name", ["cnn-legacy-opset13.onnx", "cnn-dynamo-opset18.onnx", "cnn-dynamo-opset21.onnx"])
+def test_cnn_pt2_vs_onnx(real, name):
+    r = diff_activations(real / "onnx/cnn.pt2", real / "onnx" / name)
+    pts = by_a(r)
+    assert set(pts) >= {"bn1", "bn2", "gn", "output", "output.optimized"}  # BN outputs vs their folded convs
+    assert r.first_divergence is None
+    assert all(p.metrics["rel_l2"] < 1e-4 for p in r.points)
+    assert r.inputs["source"].startswith("default seeded normal") and r.inputs["x"]["shape"] == [1, 3, 16, 16]
+
+
+def test_corrupted_norm_is_first_divergence_with_local_error(real, tmp_path):
+    def corrupt(w):
+        w[[3, 17, 40]] *= 1.5
+        return w
+
+    bad = gguf_edit_norm(real / "gguf/qwen3-f32.gguf", tmp_path / "bad.gguf", {"blk.1.attn_norm.weight"}, corrupt)
+    r = diff_activations(real / "hf/qwen3", bad)
+    fd = r.first_divergence
+    assert fd is not None and fd.a == "model.layers.1.input_layernorm"
+    assert fd.local_rel_l2 == pytest.approx(fd.metrics["rel_l2"], rel=1e-3)  # the error is this layer's own
+    pts = by_a(r)
+    assert pts["block.0"].metrics["rel_l2"] == 0.0
+    later = pts["model.layers.1.post_attention_layernorm"]
+    assert later.metrics["rel_l2"] > 1e-2 and later.local_rel_l2 < 1e-5  # inherited downstream
+
+
+def test_gemma_shift_removed_pins_first_norm(real, tmp_path):
+    bad = gguf_edit_norm(real / "gguf/gemma3-f32.gguf", tmp_path / "bad.gguf", GEMMA_NORMS, lambda w: w - 1)
+    r = diff_activations(real / "hf/gemma3", bad)
+    fd = r.first_divergence
+    assert fd.a == "model.layers.0.input_layernorm" and fd.local_rel_l2 > 0.5
+
+
+def test_onnx_eps_constant_changed_in_one_layer(real, tmp_path):
+    layer = "m.model.layers.1.post_attention_layernorm"
+
+    def f(m):
+        for n in m.graph.node:
+            scopes = {p.key: p.value for p in n.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
+            if n.op_type == "Add" and f"'{layer}'" in scopes:
+                m.graph.initializer.append(numpy_helper.from_array(np.array(1e-2, np.float32), "eps_bad"))
+                n.input[1] = "eps_bad"
+                return
+        raise AssertionError("no eps Add found")
+
+    bad = onnx_edit(real / "onnx/qwen3-dynamo-opset18.onnx", tmp_path / "bad.onnx", f)
+    r = diff_activations(real / "hf/qwen3", bad)
+    fd = r.first_divergence
+    assert fd is not None and fd.a == "model.layers.1.post_attention_layernorm"
+    assert fd.local_rel_l2 > 0.5 * fd.metrics["rel_l2"]
+    assert by_a(r)["model.layers.1.input_layernorm"].metrics["rel_l2"] < 1e-4
+
+
+def test_sensitivity_ranks_quantized_tensors(real):
+    r = diff_activations(real / "hf/qwen3", real / "gguf/qwen3-Q4_K_M.gguf", sensitivity=True)
+    sens = r.sensitivity
+    assert sens and all(s["dtype"] not in ("F32",) for s in sens)
+    drifts = [s["output_rel_l2"] for s in sens]
+    assert drifts == sorted(drifts, reverse=True) and drifts[0] > 0
+    assert {"tensor", "source", "dtype", "output_rel_l2", "output_cosine"} <= set(sens[0])
+
+
+def test_gguf_vs_gguf_needs_model(real):
+    res = runner.invoke(app, ["compare", str(real / "gguf/qwen3-f32.gguf"), str(real / "gguf/qwen3-Q4_K_M.gguf"),
+                              "--activations"])
+    assert res.exit_code == 2 and "--model" in res.output and len(res.output.strip().splitlines()) == 1
+    r = diff_activations(real / "gguf/qwen3-f32.gguf", real / "gguf/qwen3-Q4_K_M.gguf", model_dir=real / "hf/qwen3")
+    assert by_a(r)["output"].metrics["rel_l2"] > 1e-3
+
+
+def test_cli_activations_json_npz_and_exit_codes(real, tmp_path):
+    ids = np.arange(5, 21, dtype=np.int64).reshape(1, 16)
+    np.savez(tmp_path / "in.npz", input_ids=ids)
+    res = runner.invoke(app, ["compare", str(real / "hf/qwen3"), str(real / "gguf/qwen3-f32.gguf"), "--activations",
+                              "--input", str(tmp_path / "in.npz"), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    act = doc["activations"]
+    assert act["inputs"]["input_ids"]["values"] == ids.tolist() and act["inputs"]["source"].startswith("npz:")
+    assert act["first_divergence"] is None and doc["passed"] is True
+    p = act["points"][0]
+    assert {"a", "b", "max_abs", "mean_abs", "rel_l2", "cosine", "sqnr_db", "local_rel_l2"} <= set(p)
+    res = runner.invoke(app, ["compare", str(real / "hf/qwen3"), str(real / "gguf/qwen3-Q4_K_M.gguf"),
+                              "--activations"])
+    assert res.exit_code == 1 and "first divergence" in res.output  # static checks pass, drift fails
+    res = runner.invoke(app, ["compare", str(real / "hf/qwen3"), str(real / "gguf/qwen3-Q4_K_M.gguf"),
+                              "--activations", "--act-rel-l2", "0.5", "--act-cosine", "0.9"])
+    assert res.exit_code == 0
+    res = runner.invoke(app, ["compare", str(real / "hf/qwen3"), str(real / "gguf/qwen3-f32.gguf"), "--input", "x"])
+    assert res.exit_code == 2 and "go with --activations" in res.output
+
+
+def test_text_input_uses_local_tokenizer(real):
+    r = diff_activations(real / "hf/qwen3", real / "gguf/qwen3-f32.gguf", text="hello world")
+    assert r.inputs["source"] == "text" and r.inputs["input_ids"]["values"][0][:3] == [293, 280, 301]
+    assert r.first_divergence is None
