@@ -14,6 +14,12 @@ class NormauditError(Exception):
         return f"{self}" + (f" (hint: {self.hint})" if self.hint else "")
 
 
+def brief(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` of an exception, for one-line errors."""
+    text = str(exc).splitlines()[0][:limit] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class UnsupportedFormat(NormauditError):
     pass
 

@@ -165,6 +165,17 @@ class NormLayer:
         return out
 
 
+def unique_ids(norms: list[NormLayer]) -> None:
+    """Suffix repeated ids (a module applied twice) with #2, #3, ... in place."""
+    seen: dict[str, int] = {}
+    for n in norms:
+        if n.id in seen:
+            seen[n.id] += 1
+            n.id = f"{n.id}#{seen[n.id]}"
+        else:
+            seen[n.id] = 1
+
+
 @dataclass
 class LinearOp:
     """A conv / linear (Gemm) layer: where BatchNorms get folded to."""

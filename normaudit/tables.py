@@ -97,6 +97,13 @@ NORM_MODULE_RE = re.compile(
 )
 NORM_TENSOR_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 QK_NORM_RE = re.compile(r"(^|[._])(q|k|query|key)_?(norm|layernorm|ln)$", re.IGNORECASE)
+
+
+def qk_role(module_path: str) -> str:
+    """``qk_norm`` when the module's last name marks a query/key norm (q_norm, k_layernorm, ...)."""
+    return "qk_norm" if QK_NORM_RE.search((module_path or "").rsplit(".", 1)[-1]) else ""
+
+
 GROUP_NORM_RE = re.compile(r"(group_?norm|^gn\d*$)", re.IGNORECASE)
 INSTANCE_NORM_RE = re.compile(r"instance_?norm", re.IGNORECASE)
 

@@ -308,3 +308,25 @@ def test_thresholds_from_flags_and_files(real, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "unknown setting 'bogus'" in res.output
     res = runner.invoke(app, args + ["--settings", str(tmp_path / "none.toml")])
     assert res.exit_code == 2
+
+
+def test_fp32_vs_int8_qdq_onnx(real, tmp_path):
+    """Same-format pair: norm weights reaching the norm through DequantizeLinear (QDQ int8 export)."""
+    def f(m):
+        for node in list(m.graph.node):
+            if node.op_type != "LayerNormalization":
+                continue
+            w = initializer(m, node.input[1])
+            scale = np.float32(np.abs(w).max() / 127)
+            q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            base = node.input[1] + "_q"
+            m.graph.initializer.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(np.array(scale),
+                                                                                                  base + "_scale")])
+            m.graph.node.insert(0, helper.make_node("DequantizeLinear", [base, base + "_scale"], [base + "_dq"]))
+            node.input[1] = base + "_dq"
+
+    q = onnx_edit(real / "onnx/bert-dynamo-opset18.onnx", tmp_path / "int8.onnx", f)
+    r = run(real / "onnx/bert-dynamo-opset18.onnx", q)
+    assert r.passed and len(r.pairs) == 5
+    assert [f.check for f in r.findings] == ["dtype_risk"] and "I8" in r.findings[0].message
+    assert all(p.aligned_by == "name" and p.weight["rel_l2"] < 1e-2 for p in r.pairs)

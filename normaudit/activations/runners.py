@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import NormauditError
+from ..errors import NormauditError, brief
 
 Sink = Callable[..., None]  # sink(key, kind, output, input_or_None, rerun_or_None=None)
 BLOCK_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
@@ -141,8 +141,7 @@ def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
     except NormauditError:
         raise
     except Exception as exc:
-        raise NormauditError(f"{model_dir}: transformers cannot build this model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise NormauditError(f"{model_dir}: transformers cannot build this model ({brief(exc)})") from None
     return model.eval()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CorruptFile, NoNorms, NormauditError, UnsupportedFormat
+from ..errors import CorruptFile, NoNorms, NormauditError, UnsupportedFormat, brief
 from ..model import NormModel
 from . import gguf_file, onnx_graph, pytorch
 
@@ -104,8 +104,7 @@ def load(path: str | Path, format: str | None = None, *, trust_pickle: bool = Fa
     except RecursionError:
         raise CorruptFile(f"{p}: file is nested too deeply to read (corrupt or hostile)") from None
     except Exception as exc:  # any loader failure on a bad file is one line, never a traceback
-        msg = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise CorruptFile(f"{p}: cannot read as {fmt} ({type(exc).__name__}: {msg})") from None
+        raise CorruptFile(f"{p}: cannot read as {fmt} ({brief(exc)})") from None
     if not model.norms and not allow_empty:
         raise NoNorms(f"{p}: no normalization layers found in this {FORMATS[fmt]}",
                       hint="is this the right file? BatchNorms folded into convs only show up in `compare`")

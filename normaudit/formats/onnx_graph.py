@@ -11,8 +11,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import CorruptFile
-from ..model import EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, dtype_name
-from ..tables import ONNX_FUSED_OPS, QK_NORM_RE
+from ..model import EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, dtype_name, unique_ids
+from ..tables import ONNX_FUSED_OPS, qk_role
 
 # ops that pass a value through unchanged for our purposes (on weight and activation paths)
 _PASS_THROUGH = ("Identity", "Cast", "CastLike")
@@ -440,14 +440,8 @@ def load_onnx(path: Path) -> NormModel:
         found_list.append(found)
 
     norms: list[NormLayer] = []
-    seen: dict[str, int] = {}
     for found in found_list:
         ident, module = _layer_id(g, found)
-        if ident in seen:  # the same module applied twice (or shared scopes): keep ids unique
-            seen[ident] += 1
-            ident = f"{ident}#{seen[ident]}"
-        else:
-            seen[ident] = 1
         layer = NormLayer(
             id=ident,
             kind=found.kind,
@@ -467,12 +461,12 @@ def load_onnx(path: Path) -> NormModel:
             input_name=found.input_name,
             output_name=found.output_name,
         )
-        if QK_NORM_RE.search(module.rsplit(".", 1)[-1] if module else ""):
-            layer.role = "qk_norm"
+        layer.role = qk_role(module)
         for c in (found.weight, found.bias):
             if c is not None and c.via:
                 layer.notes.append(f"{c.name} reaches the norm through {c.via}")
         norms.append(layer)
+    unique_ids(norms)  # the same module applied twice (or shared scopes) keeps distinct ids
 
     linear_ops = []
     for node in g.nodes:

@@ -11,11 +11,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import CorruptFile, NormauditError, UntrustedPickle
-from ..model import (Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, const_tensor,
+from ..errors import CorruptFile, NormauditError, UntrustedPickle, brief
+from ..model import (Convention, unique_ids, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, const_tensor,
                      dtype_name)
 from ..tables import (GROUP_NORM_RE, HF_EPS_KEYS, HF_NORM_KIND, HF_ONE_PLUS_MODEL_TYPES, INSTANCE_NORM_RE,
-                      NORM_MODULE_RE, NORM_TENSOR_SUFFIXES, QK_NORM_RE)
+                      NORM_MODULE_RE, NORM_TENSOR_SUFFIXES, qk_role)
 
 PICKLE_HINT = ("pass --trust-pickle only if you trust where this file came from (unpickling can run arbitrary "
                "code); or re-save it as a state_dict / safetensors")
@@ -151,8 +151,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
             running_mean=parts.get("running_mean"), running_var=parts.get("running_var"),
             convention=convention, convention_known=bool(config), module=prefix, notes=notes,
         )
-        if QK_NORM_RE.search(last):
-            layer.role = "qk_norm"
+        layer.role = qk_role(prefix)
         norms.append(layer)
     return norms
 
@@ -232,11 +231,10 @@ def _state_dict_refs(path: Path) -> dict[str, TensorRef]:
     except pickle.UnpicklingError as exc:
         raise UntrustedPickle(
             f"{path}: refused to unpickle: the file holds more than tensors "
-            f"({str(exc).splitlines()[0][:160]}) and loading it could run arbitrary code",
+            f"({brief(exc, 160)}) and loading it could run arbitrary code",
             hint=PICKLE_HINT) from None
     except Exception as exc:
-        raise CorruptFile(f"{path}: corrupt or truncated PyTorch file ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise CorruptFile(f"{path}: corrupt or truncated PyTorch file ({brief(exc)})") from None
     return _flatten_state(obj, path)
 
 
@@ -293,8 +291,7 @@ def load_export(path: Path) -> NormModel:
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:
-        raise CorruptFile(f"{path}: cannot load torch.export program ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise CorruptFile(f"{path}: cannot load torch.export program ({brief(exc)})") from None
     sig = ep.graph_signature
     placeholder_to_state = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     placeholder_to_state.update(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
@@ -339,7 +336,7 @@ def load_export(path: Path) -> NormModel:
         layer = _export_decomposed_rms(node, ref_for)
         if layer is not None:
             norms.append(layer)
-    _dedupe_ids(norms)
+    unique_ids(norms)
     return NormModel(path=str(path), format="pytorch", architecture=_export_arch(ep), norms=norms,
                      container="torch_export", linear_ops=list(linear_ops.values()))
 
@@ -389,8 +386,7 @@ def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer
     )
     if kind is NormKind.GROUP_NORM and layer.num_groups is None:
         layer.num_groups = int(_arg(node, gi, "num_groups") or 0) or None
-    if QK_NORM_RE.search(module.rsplit(".", 1)[-1] if module else ""):
-        layer.role = "qk_norm"
+    layer.role = qk_role(module)
     return layer
 
 
@@ -417,8 +413,7 @@ def _export_decomposed_rms(node: Any, ref_for: Any) -> NormLayer | None:
         notes=["decomposed RMSNorm pattern"] + (["weight enters as (1 + w)"] if one_plus else []),
         input_name=getattr(pw.args[0], "name", ""), output_name=out_node,
     )
-    if QK_NORM_RE.search(module.rsplit(".", 1)[-1] if module else ""):
-        layer.role = "qk_norm"
+    layer.role = qk_role(module)
     return layer
 
 
@@ -470,16 +465,6 @@ def _export_arch(ep: Any) -> str | None:
             if str(cls).startswith("transformers.models."):
                 return str(cls).rsplit(".", 1)[-1]
     return first.rsplit(".", 1)[-1] if first else None
-
-
-def _dedupe_ids(norms: list[NormLayer]) -> None:
-    seen: dict[str, int] = {}
-    for n in norms:
-        if n.id in seen:
-            seen[n.id] += 1
-            n.id = f"{n.id}#{seen[n.id]}"
-        else:
-            seen[n.id] = 1
 
 
 # -- modules (TorchScript, trusted pickles) --------------------------------------------------------
@@ -535,8 +520,7 @@ def norms_from_module(root: Any) -> list[NormLayer]:
             convention=Convention.ONE_PLUS if one_plus else Convention.SCALE,
             module=name, notes=[f"module class {cls}"],
         )
-        if QK_NORM_RE.search(name.rsplit(".", 1)[-1]):
-            layer.role = "qk_norm"
+        layer.role = qk_role(name)
         norms.append(layer)
     return norms
 
@@ -547,8 +531,7 @@ def load_torchscript(path: Path) -> NormModel:
     try:
         mod = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise CorruptFile(f"{path}: cannot load TorchScript archive ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise CorruptFile(f"{path}: cannot load TorchScript archive ({brief(exc)})") from None
     norms = norms_from_module(mod)
     return NormModel(path=str(path), format="pytorch", architecture=getattr(mod, "original_name", None),
                      norms=norms, container="torchscript")
@@ -561,8 +544,7 @@ def load_pickled_module(path: Path) -> NormModel:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CorruptFile(f"{path}: cannot unpickle ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise CorruptFile(f"{path}: cannot unpickle ({brief(exc)})") from None
     if isinstance(obj, torch.nn.Module):
         config = getattr(obj, "config", None)
         arch = type(obj).__name__
