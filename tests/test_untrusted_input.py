@@ -153,3 +153,67 @@ def test_onnx_external_data_outside_folder_is_refused(tmp_path, real):
     assert runner.invoke(app, ["inspect", str(path), "--no-stats"]).exit_code == 0  # listing reads no tensor
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 2 and "outside the model folder" in result.output
+
+
+def test_onnx_identity_cycle_does_not_hang(tmp_path):
+    """A hostile graph whose Identity nodes feed each other: bounded walks, no hang."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Identity", ["b"], ["a"], name="i1"), helper.make_node("Identity", ["a"], ["b"], name="i2"),
+             helper.make_node("ReduceMean", ["x", "axes"], ["m"], name="rm"),
+             helper.make_node("Add", ["m", "a"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                              [numpy_helper.from_array(np.array([-1], np.int64), "axes")])
+    path = tmp_path / "cycle.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 2 and "no normalization layers" in result.output
+
+
+def _rewrite_zip(src: Path, dst: Path, edit) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = edit(item.filename, zin.read(item.filename))
+            zout.writestr(item, data)
+
+
+def test_pt2_with_pickled_weight_is_refused(tmp_path, real):
+    import io
+    import json as _json
+
+    marker = tmp_path / "pwned"
+    payload = io.BytesIO()
+    torch.save(_Evil(str(marker)), payload)
+
+    def edit(name, data):
+        if name.endswith("model_weights_config.json"):
+            cfg = _json.loads(data)
+            cfg["config"]["bn1.weight"]["use_pickle"] = True
+            return _json.dumps(cfg).encode()
+        if name.endswith("data/weights/weight_2"):  # bn1.weight's payload
+            return payload.getvalue()
+        return data
+
+    bad = tmp_path / "evil.pt2"
+    _rewrite_zip(real / "onnx/cnn.pt2", bad, edit)
+    result = runner.invoke(app, ["inspect", str(bad)])
+    assert result.exit_code == 2 and "bn1.weight is stored as a pickle" in result.output
+    assert "--trust-pickle" in result.output and not marker.exists()
+    # the payload is real: with the flag, torch.export.load unpickles it and the code runs
+    with pytest.raises(normaudit.NormauditError):
+        normaudit.load(bad, trust_pickle=True)
+    assert marker.exists()
+
+
+def test_pt2_with_unsafe_sample_inputs_is_refused(tmp_path, real):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Evil(str(marker)))
+    bad = tmp_path / "evil.pt2"
+    _rewrite_zip(real / "onnx/cnn.pt2", bad,
+                 lambda name, data: payload if "/data/sample_inputs/" in name else data)
+    result = runner.invoke(app, ["inspect", str(bad)])
+    assert result.exit_code == 2 and "sample_inputs" in result.output and not marker.exists()
+    assert normaudit.load(real / "onnx/cnn.pt2").counts() == {"batch_norm": 2, "group_norm": 1}  # clean one loads

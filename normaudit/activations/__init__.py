@@ -150,7 +150,7 @@ def _side(path: Path, hf_dir: Path | None, trust_pickle: bool) -> _Side:
     if fmt == "pt2":
         import torch
 
-        model = load(path, allow_empty=True)
+        model = load(path, allow_empty=True, trust_pickle=trust_pickle)  # refuses pickled payloads first
         ep = torch.export.load(str(path))
         shape = None
         for node in ep.graph.nodes:

@@ -68,7 +68,7 @@ _LOADERS: dict[str, Callable[..., NormModel]] = {
     "safetensors": lambda p, config=None, **kw: pytorch.load_safetensors(p, config),
     "hf": lambda p, **kw: pytorch.load_hf_dir(p),
     "state_dict": lambda p, config=None, trust_pickle=False, **kw: pytorch.load_state_dict(p, config, trust_pickle),
-    "pt2": lambda p, **kw: pytorch.load_export(p),
+    "pt2": lambda p, trust_pickle=False, **kw: pytorch.load_export(p, trust_pickle),
     "torchscript": lambda p, **kw: pytorch.load_torchscript(p),
     "pickle": lambda p, trust_pickle=False, **kw: _load_pickle(p, trust_pickle),
 }

@@ -16,6 +16,7 @@ from ..tables import ONNX_FUSED_OPS, qk_role
 
 # ops that pass a value through unchanged for our purposes (on weight and activation paths)
 _PASS_THROUGH = ("Identity", "Cast", "CastLike")
+_MAX_HOPS = 32  # pass-through ops followed in a row before giving up
 
 
 def _onnx_dtype_name(elem_type: int) -> str:
@@ -143,21 +144,25 @@ class OnnxGraph:
     # -- navigation -----------------------------------------------------------------------------
     def src(self, name: str, skip: tuple[str, ...] = _PASS_THROUGH) -> Any | None:
         node = self.producer.get(name)
-        while node is not None and node.op_type in skip and node.input:
+        for _ in range(_MAX_HOPS):  # bounded: a hostile graph may loop Identity -> Identity
+            if node is None or node.op_type not in skip or not node.input:
+                return node
             node = self.producer.get(node.input[0])
-        return node
+        return None
 
     def only_consumer(self, name: str, skip: tuple[str, ...] = _PASS_THROUGH) -> Any | None:
         users = self.consumers.get(name, [])
         if len(users) != 1:
             return None
         node = users[0]
-        while node.op_type in skip:
-            users = self.consumers.get(node.output[0], [])
+        for _ in range(_MAX_HOPS):
+            if node.op_type not in skip:
+                return node
+            users = self.consumers.get(node.output[0], []) if node.output else []
             if len(users) != 1:
                 return None
             node = users[0]
-        return node
+        return None
 
     def other_input(self, node: Any, name: str) -> str | None:
         others = [i for i in node.input if i != name]
