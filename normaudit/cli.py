@@ -136,7 +136,7 @@ def compare(
     fold_rel_l2: Annotated[Optional[float], typer.Option(
         "--fold-rel-l2", help="Tolerance for folded conv weights (default 2e-6).")] = None,
     settings: Annotated[Optional[str], typer.Option(
-        "--settings", help="Thresholds file (normaudit.toml or a pyproject.toml with [tool.normaudit]); "
+        "--settings", help="Thresholds file (normaudit.toml or a pyproject.toml with \\[tool.normaudit]); "
                            "by default one in the working directory is used.")] = None,
     activations: Annotated[bool, typer.Option(
         "--activations", help="Also run both models on the same input and diff norm and block outputs "
@@ -147,7 +147,8 @@ def compare(
     text: Annotated[Optional[str], typer.Option(
         "--text", help="Input text for --activations, tokenized with a HF tokenizer next to the model.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(
-        "--model", help="HF directory of the source architecture, to replay a GGUF when neither side is one.",
+        "--model", help="HF directory of the source architecture, to replay a GGUF when neither side is an HF "
+                        "directory (e.g. GGUF F32 vs GGUF Q4_K_M).",
         metavar="HF_DIR")] = None,
     sensitivity: Annotated[bool, typer.Option(
         "--sensitivity", help="With --activations and a GGUF side: put one quantized tensor at a time into the "

@@ -161,3 +161,20 @@ def test_text_input_uses_local_tokenizer(real):
     r = diff_activations(real / "hf/qwen3", real / "gguf/qwen3-f32.gguf", text="hello world")
     assert r.inputs["source"] == "text" and r.inputs["input_ids"]["values"][0][:3] == [293, 280, 301]
     assert r.first_divergence is None
+
+
+@pytest.mark.parametrize("a, b", [("gemma3/hf", "gemma3/gemma3.pt2"), ("llama/llama.pt2", "llama/llama-dynamo-opset18.onnx"),
+                                  ("cnn/cnn.pt2", "cnn/cnn-dynamo-opset21.onnx")])
+def test_export_program_backend(tm, a, b):
+    r = diff_activations(tm / a, tm / b)
+    assert r.first_divergence is None and len(r.points) >= 3
+    assert all(p.metrics["rel_l2"] < 1e-4 for p in r.points)
+    assert any("fx Interpreter" in label for label in r.backends.values())
+
+
+def test_inputs_the_model_rejects_are_one_line(real, tmp_path):
+    np.savez(tmp_path / "in.npz", input_ids=np.arange(3, 19, dtype=np.int64).reshape(1, 16))
+    res = runner.invoke(app, ["compare", str(real / "hf/qwen3"), str(real / "onnx/qwen3-dynamo-opset18.onnx"),
+                              "--activations", "--input", str(tmp_path / "in.npz")])
+    assert res.exit_code == 2 and "fixed shape [1, 8]" in res.output
+    assert len(res.output.strip().splitlines()) == 1

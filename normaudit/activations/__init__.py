@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import kernels
 from ..config import Thresholds
-from ..errors import NormauditError
+from ..errors import NormauditError, brief
 from ..formats import detect, load
 from ..match import align
 from ..model import NormModel
@@ -152,14 +152,20 @@ def _side(path: Path, hf_dir: Path | None, trust_pickle: bool) -> _Side:
 
         model = load(path, allow_empty=True, trust_pickle=trust_pickle)  # refuses pickled payloads first
         ep = torch.export.load(str(path))
-        shape = None
+        shape, seq = None, None
         for node in ep.graph.nodes:
             if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
                 val = node.meta.get("val")
-                if val is not None and val.dtype.is_floating_point:
-                    shape = tuple(int(d) for d in val.shape)
+                if val is None:
+                    continue
+                dims = [d if isinstance(d, int) else None for d in val.shape]
+                if val.dtype.is_floating_point and None not in dims:
+                    shape = tuple(dims)
+                elif not val.dtype.is_floating_point and len(dims) == 2:
+                    seq = dims[1]  # a static export fixes the sequence length
         runner = ExportRunner(ep, model.norms)
-        return _Side(path, model, runner, runner.label, image_shape=shape)
+        return _Side(path, model, runner, runner.label, image_shape=shape, seq_len=seq,
+                     vocab=_export_vocab(ep), tokenizer_dirs=[path.parent])
     if fmt in ("pickle", "state_dict") and trust_pickle:
         import torch
 
@@ -174,6 +180,16 @@ def _side(path: Path, hf_dir: Path | None, trust_pickle: bool) -> _Side:
                              hint="diff the .pt2 export or the source module instead (static compare works)")
     raise NormauditError(f"{path}: cannot run a {fmt} file for activations",
                          hint="use an HF directory, a .pt2, an ONNX file, a GGUF (replayed) or a trusted module")
+
+
+def _export_vocab(ep: Any) -> int | None:
+    for node in ep.graph.nodes:
+        if str(node.target) == "aten.embedding.default":
+            w = node.args[0]
+            val = getattr(w, "meta", {}).get("val")
+            if val is not None and isinstance(val.shape[0], int):
+                return int(val.shape[0])
+    return None
 
 
 def _onnx_input_shape(runner: OnnxRunner) -> tuple[int | None, tuple[int, ...] | None]:
@@ -251,7 +267,7 @@ def diff_activations(a: str | Path, b: str | Path, *, input_npz: str | None = No
             order.append(key)
             stored[key] = (out, x)
 
-    side_a.runner.run(feeds, sink_a)
+    _run(side_a, feeds, sink_a)
     index = {k: i for i, k in enumerate(order)}
     points: list[tuple[int, PointDiff]] = []
     kinds: dict[str, str] = {}
@@ -293,7 +309,7 @@ def diff_activations(a: str | Path, b: str | Path, *, input_npz: str | None = No
                        PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note)))
         kinds[a_key] = kind
 
-    side_b.runner.run(feeds, sink_b)
+    _run(side_b, feeds, sink_b)
     stored.clear()
     ordered = [p for _, p in sorted(points, key=lambda t: t[0])]
     first = next((p for p in ordered if _diverges(p, th)), None)
@@ -316,6 +332,18 @@ def diff_activations(a: str | Path, b: str | Path, *, input_npz: str | None = No
     if sensitivity:
         report.sensitivity = _sensitivity(side_a, side_b, feeds)
     return report
+
+
+def _run(side: _Side, feeds: dict[str, np.ndarray], sink: Any) -> None:
+    """Run one side; a backend failure (shape guard, unsupported op, ...) is one line, not a traceback."""
+    try:
+        side.runner.run(feeds, sink)
+    except NormauditError:
+        raise
+    except Exception as exc:
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
+        raise NormauditError(f"{side.path}: running the model failed on inputs {shapes} ({brief(exc)})",
+                             hint="pass inputs the model accepts with --input FILE.npz") from None
 
 
 def _fold_standins(side_a: _Side, side_b: _Side, b_to_a: dict[str, str]) -> None:
