@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -74,6 +75,11 @@ def _check_safetensors_header(path: Path) -> None:
 
 # -- finding norms by name ------------------------------------------------------------------------
 
+def _natural(name: str) -> list:
+    """Sort key putting model.layers.2 before model.layers.10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
 def _group_modules(refs: dict[str, TensorRef]) -> dict[str, dict[str, TensorRef]]:
     modules: dict[str, dict[str, TensorRef]] = {}
     for name, ref in refs.items():
@@ -123,7 +129,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
     arch_kind = HF_NORM_KIND.get(model_type or "") or HF_NORM_KIND.get(top_type or "")
     one_plus = (model_type in HF_ONE_PLUS_MODEL_TYPES) or (top_type in HF_ONE_PLUS_MODEL_TYPES)
     norms: list[NormLayer] = []
-    for prefix, parts in _group_modules(refs).items():
+    for prefix, parts in sorted(_group_modules(refs).items(), key=lambda kv: _natural(kv[0])):
         last = prefix.rsplit(".", 1)[-1]
         notes: list[str] = []
         if "running_var" in parts or "running_mean" in parts:
