@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kernels
 from .config import Thresholds
-from .match import Alignment, _GgufNames, _module_name, _n_blocks, align
+from .match import Alignment, _GgufNames, _module_name, _n_blocks, align, gguf_arch_for
 from .model import Convention, LinearOp, NormKind, NormLayer, NormModel
 
 
@@ -38,6 +38,7 @@ CHECKS = {
     "fold_mismatch": "a BatchNorm folded into a conv/linear does not match W*g/sqrt(var+eps)",
     "dtype_risk": "norm weights stored quantized or in reduced precision",
     "eps_unknown": "one side stores no epsilon, so it could not be compared",
+    "architecture_mismatch": "A and B name different architectures: probably not a conversion of one model",
 }
 
 
@@ -263,6 +264,22 @@ class _Checker:
                  f"cosine {m['cosine']:.6f} (tolerance for {lb.dtype}: {tol:g})",
                  "corrupted or wrongly mapped tensor", channels=bad[:64].tolist(), **m)
 
+    def group_model_wide(self, check: str, key: str) -> None:
+        """Several layers with the same finding of one cause (e.g. the shift dropped for every norm): one finding."""
+        same = [f for f in self.findings if f.check == check]
+        groups: dict[Any, list[Finding]] = {}
+        for f in same:
+            groups.setdefault(f.values.get(key), []).append(f)
+        for value, members in groups.items():
+            if len(members) < 2:
+                continue
+            first = members[0]
+            for f in members:
+                self.findings.remove(f)
+            self.add(check, first.severity, None, None,
+                     f"model-wide ({len(members)} layers, first {first.a} -> {first.b}): {first.message}",
+                     first.hint, **{key: value, "layers": [[f.a, f.b] for f in members]})
+
     def dtype_risk(self, pairs: list[tuple[NormLayer, NormLayer]]) -> None:
         risky: dict[str, list[tuple[NormLayer, NormLayer]]] = {}
         for la, lb in pairs:
@@ -413,6 +430,12 @@ def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None) ->
         ck.pairs.append(PairResult(p.a.id, p.b.id, p.a.kind.value, p.a.eps, p.b.eps, p.method,
                                    _pair_convention(p.a, p.b, b), metrics))
     ck.flush_eps()
+    ck.group_model_wide("convention_mismatch", "offset")
+    arch_a, arch_b = gguf_arch_for(a), gguf_arch_for(b)
+    if arch_a and arch_b and arch_a != arch_b:
+        ck.add("architecture_mismatch", Severity.WARNING, None, None,
+               f"A is {a.architecture} ({arch_a}), B is {b.architecture} ({arch_b})",
+               "check that B was converted from A")
     ck.dtype_risk([(p.a, p.b) for p in al.pairs])
 
     used_a: set[str] = set()

@@ -113,9 +113,10 @@ def test_gemma_shift_missing_and_doubled(real, tmp_path):
     norms.add("output_norm.weight")
     missing = gguf_edit_norm(real / "gguf/gemma3-f32.gguf", tmp_path / "missing.gguf", norms, lambda w: w - 1)
     r = run(real / "hf/gemma3", missing)
-    errs = errors(r)
-    assert len(errs) == 13 and {e.check for e in errs} == {"convention_mismatch"}
-    assert "shift is missing" in errs[0].message
+    (e,) = errors(r)  # one converter cause, reported once with every layer listed
+    assert e.check == "convention_mismatch" and e.a is None and e.b is None
+    assert "model-wide (13 layers" in e.message and "shift is missing" in e.message
+    assert len(e.values["layers"]) == 13 and ["model.norm", "output_norm"] in e.values["layers"]
     twice = gguf_edit_norm(real / "gguf/gemma3-f32.gguf", tmp_path / "twice.gguf", {"blk.1.attn_k_norm.weight"},
                            lambda w: w + 1)
     (e,) = errors(run(real / "hf/gemma3", twice))
@@ -330,3 +331,10 @@ def test_fp32_vs_int8_qdq_onnx(real, tmp_path):
     assert r.passed and len(r.pairs) == 5
     assert [f.check for f in r.findings] == ["dtype_risk"] and "I8" in r.findings[0].message
     assert all(p.aligned_by == "name" and p.weight["rel_l2"] < 1e-2 for p in r.pairs)
+
+
+def test_different_models_warn_architecture_mismatch(real):
+    r = run(real / "hf/gemma3", real / "gguf/qwen3-f32.gguf")
+    arch = [f for f in r.findings if f.check == "architecture_mismatch"]
+    assert len(arch) == 1 and "gemma3" in arch[0].message and "qwen3" in arch[0].message
+    assert any(f.check == "missing_norm" for f in r.findings)  # the sandwich norms qwen3 does not have
