@@ -160,7 +160,7 @@ class _Checker:
         self._eps_groups.setdefault(key, []).append((la, lb))
 
     def flush_eps(self) -> None:
-        for (ea, eb, wide), members in self._eps_groups.items():
+        for (_ea, _eb, wide), members in self._eps_groups.items():
             la, lb = members[0]
             where_b = f"{_src_text(lb)} is {lb.eps:g}"
             where_a = f"{_src_text(la)} says {la.eps:g}"
@@ -244,7 +244,7 @@ class _Checker:
             if np.all(np.abs(d - offset) <= atol):
                 self.add("convention_mismatch", Severity.ERROR, la.id, lb.id,
                          f"B's effective scale is A's {offset:+g} on every channel: the (1 + w) shift is {what} "
-                         f"(A: {_conv_text(la, self.a)}, B: {_conv_text(lb, self.b)})",
+                         f"(A: {_conv_text(la)}, B: {_conv_text(lb)})",
                          "Gemma-style norms compute x*(1+w); converters that bake the +1 in must do it exactly "
                          "once" + (" (B stores 1 + w on top of an already shifted weight)" if offset > 0 else ""),
                          offset=offset)
@@ -315,7 +315,7 @@ def _eps_hint(la: NormLayer, lb: NormLayer) -> str:
     return f"use eps {la.eps:g} as the source model does"
 
 
-def _conv_text(layer: NormLayer, model: NormModel) -> str:
+def _conv_text(layer: NormLayer) -> str:
     stored = any("stores 1 + w" in n for n in layer.notes)
     text = "x*(1+w)" if layer.convention is Convention.ONE_PLUS else "x*w"
     return text + (" with w stored as 1+w" if stored else "")

@@ -116,7 +116,9 @@ def apply_layer(layer, x: np.ndarray) -> np.ndarray:
     if layer.kind is NormKind.LAYER_NORM:
         return layer_norm(x, None if scale is None else scale.reshape(-1), None if bias is None else bias.reshape(-1),
                           eps)
-    flat = (lambda t: None if t is None else t.reshape(-1))
+    def flat(t: np.ndarray | None) -> np.ndarray | None:
+        return None if t is None else t.reshape(-1)
+
     if layer.kind is NormKind.GROUP_NORM:
         return group_norm(x, int(layer.num_groups or 1), flat(scale), flat(bias), eps)
     if layer.kind is NormKind.INSTANCE_NORM:

@@ -270,7 +270,6 @@ def diff_activations(a: str | Path, b: str | Path, *, input_npz: str | None = No
     _run(side_a, feeds, sink_a)
     index = {k: i for i, k in enumerate(order)}
     points: list[tuple[int, PointDiff]] = []
-    kinds: dict[str, str] = {}
     deferred: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
     lazy_blocks = isinstance(side_b.runner, OnnxRunner)
 
@@ -297,17 +296,16 @@ def diff_activations(a: str | Path, b: str | Path, *, input_npz: str | None = No
             if kind == "norm" and a_in is not None and a_key in b_layers:
                 # B's norm (its eps, weights, convention) on A's input: the error this layer adds by itself
                 local = _rel_l2(a_out, kernels.apply_layer(b_layers[a_key], a_in))
-            elif kind == "block" and a_in is not None and rerun is not None and (lazy_blocks is None or
-                                                                                 not lazy_blocks):
-                local = _rel_l2(a_out, rerun(a_in).reshape(a_out.shape))
             elif kind == "block" and a_in is not None and rerun is not None:
-                deferred[a_key] = (rerun, a_in, a_out)
+                if lazy_blocks:  # ONNX: a subgraph extraction each; done for the first divergence only
+                    deferred[a_key] = (rerun, a_in, a_out)
+                else:
+                    local = _rel_l2(a_out, rerun(a_in).reshape(a_out.shape))
         except (ValueError, TypeError, RuntimeError):
             local = None
         label = "output (fully optimized graph)" if key == "output.optimized" else key
         points.append((index.get(a_key, 10**9) + (0.5 if key == "output.optimized" else 0),
                        PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note)))
-        kinds[a_key] = kind
 
     _run(side_b, feeds, sink_b)
     stored.clear()

@@ -206,7 +206,6 @@ class ExportRunner:
         from torch.fx import Interpreter
 
         runner = self
-        wanted_inputs = set(self.norm_in.values())
 
         class Capture(Interpreter):
             def run_node(self, n: Any) -> Any:
@@ -222,7 +221,6 @@ class ExportRunner:
         args = [torch.from_numpy(np.asarray(v)) for v in inputs.values()]
         with torch.no_grad():
             out = Capture(self.gm).run(*args)
-        del wanted_inputs
         sink("output", "output", _np(out), None)
 
 

@@ -14,8 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import CorruptFile, NormauditError, UntrustedPickle, brief
-from ..model import (Convention, unique_ids, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, const_tensor,
-                     dtype_name)
+from ..model import (Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, dtype_name,
+                     unique_ids)
 from ..tables import (GROUP_NORM_RE, HF_EPS_KEYS, HF_NORM_KIND, HF_ONE_PLUS_MODEL_TYPES, INSTANCE_NORM_RE,
                       NORM_MODULE_RE, NORM_TENSOR_SUFFIXES, qk_role)
 
@@ -551,7 +551,7 @@ def norms_from_module(root: Any) -> list[NormLayer]:
         buffers = dict(mod.named_buffers(recurse=False))
         tensors = {**params, **buffers}
 
-        def ref(key: str) -> TensorRef | None:
+        def ref(key: str, tensors: dict = tensors, name: str = name) -> TensorRef | None:
             t = tensors.get(key)
             return _torch_ref(f"{name}.{key}", t) if t is not None else None
 
@@ -632,4 +632,4 @@ def zip_kind(path: Path) -> str | None:
 
 
 __all__ = ["load_safetensors", "load_hf_dir", "load_state_dict", "load_export", "load_torchscript",
-           "load_pickled_module", "norms_from_tensors", "norms_from_module", "zip_kind", "const_tensor"]
+           "load_pickled_module", "norms_from_tensors", "norms_from_module", "zip_kind", "check_pt2_archive"]
