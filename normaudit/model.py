@@ -113,6 +113,10 @@ class NormLayer:
     input_name: str = ""  # graph formats: the tensor / fx node the norm reads (activation capture)
     output_name: str = ""  # graph formats: the tensor / fx node holding the norm's output
 
+    def __post_init__(self) -> None:
+        if self.kind in (NormKind.BATCH_NORM, NormKind.GROUP_NORM, NormKind.INSTANCE_NORM) and self.axis == (-1,):
+            self.axis = (1,)  # channel axis of (N, C, *) inputs
+
     @property
     def tensors(self) -> list[TensorRef]:
         return [t for t in (self.weight, self.bias, self.running_mean, self.running_var) if t is not None]
@@ -149,6 +153,7 @@ class NormLayer:
             "eps_detail": self.eps_detail,
             "eps_dtype": self.eps_dtype,
             "shape": list(self.shape),
+            "axis": list(self.axis),
             "dtype": self.dtype,
             "convention": self.convention.value if self.convention_known else "unknown",
             "role": self.role,
