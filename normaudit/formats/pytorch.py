@@ -179,7 +179,7 @@ def load_hf_dir(path: Path) -> NormModel:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _read_json(index)["weight_map"]
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptFile(f"{index}: unreadable safetensors index ({exc})") from None
         files = []
@@ -200,9 +200,18 @@ def load_hf_dir(path: Path) -> NormModel:
     return model
 
 
+_MAX_JSON_BYTES = 64 * 2**20  # config.json / index files are kilobytes; refuse absurd ones before parsing
+
+
+def _read_json(path: Path) -> Any:
+    if path.stat().st_size > _MAX_JSON_BYTES:
+        raise CorruptFile(f"{path}: {path.stat().st_size} bytes is too large for a config/index JSON file")
+    return json.loads(path.read_text())
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        config = json.loads(path.read_text())
+        config = _read_json(path)
     except (OSError, ValueError) as exc:
         raise CorruptFile(f"{path}: unreadable config.json ({exc})") from None
     if not isinstance(config, dict):
