@@ -101,13 +101,9 @@ class CompareReport:
 # -- metrics -----------------------------------------------------------------------------------------
 
 def weight_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """max abs, relative L2 and cosine of y against reference x (float64)."""
-    x64, y64 = x.astype(np.float64).reshape(-1), y.astype(np.float64).reshape(-1)
-    d = y64 - x64
-    nx, ny = np.linalg.norm(x64), np.linalg.norm(y64)
-    rel = float(np.linalg.norm(d) / nx) if nx > 0 else float(np.linalg.norm(d))
-    cos = float(np.dot(x64, y64) / (nx * ny)) if nx > 0 and ny > 0 else (1.0 if nx == ny else 0.0)
-    return {"max_abs": float(np.max(np.abs(d))) if d.size else 0.0, "rel_l2": rel, "cosine": cos}
+    """max abs, relative L2 and cosine of y against reference x (the pair fields of the JSON schema)."""
+    m = kernels.diff_metrics(x, y)
+    return {k: m[k] for k in ("max_abs", "rel_l2", "cosine")}
 
 
 def _f32(x: float) -> float:

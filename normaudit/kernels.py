@@ -96,6 +96,26 @@ def recover_bn_eps(folded_factor: np.ndarray, var: np.ndarray, weight: np.ndarra
     return float(np.median(est)) if est.size else float("nan")
 
 
+def diff_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """max abs, mean abs, relative L2, cosine, SQNR (dB) of ``other`` against ``ref``, in float64.
+
+    One definition for weight comparisons (compare), alignment by values and activation diffs.
+    ``non_finite`` is set when ``other`` holds NaN/inf.
+    """
+    x, y = ref.astype(np.float64).reshape(-1), other.astype(np.float64).reshape(-1)
+    d = y - x
+    nx, ny, nd = np.linalg.norm(x), np.linalg.norm(y), np.linalg.norm(d)
+    finite = bool(np.all(np.isfinite(y)))
+    return {
+        "max_abs": float(np.max(np.abs(d))) if d.size else 0.0,
+        "mean_abs": float(np.mean(np.abs(d))) if d.size else 0.0,
+        "rel_l2": float(nd / nx) if nx > 0 else float(nd),
+        "cosine": float(np.dot(x, y) / (nx * ny)) if nx > 0 and ny > 0 else (1.0 if nx == ny else 0.0),
+        "sqnr_db": float(10 * np.log10((nx * nx) / (nd * nd))) if nd > 0 and nx > 0 else float("inf"),
+        **({} if finite else {"non_finite": True}),
+    }
+
+
 def tensor_stats(values: np.ndarray) -> dict[str, float]:
     v = values.astype(np.float64)
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import kernels
 from .model import NormLayer, NormModel
 from .tables import HF_TO_GGUF_ARCH
 
@@ -193,9 +194,4 @@ def align(a: NormModel, b: NormModel) -> Alignment:
 
 
 def _cosine(x: np.ndarray, y: np.ndarray) -> float:
-    if x.shape != y.shape:
-        return -1.0
-    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx == 0 or ny == 0:
-        return 1.0 if nx == ny else 0.0
-    return float(np.dot(x.astype(np.float64), y.astype(np.float64)) / (nx * ny))
+    return kernels.diff_metrics(x, y)["cosine"] if x.shape == y.shape else -1.0

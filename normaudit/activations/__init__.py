@@ -29,20 +29,7 @@ from .runners import ExportRunner, ModuleRunner, OnnxRunner, hf_forward, load_hf
 
 # -- metrics ---------------------------------------------------------------------------------------------
 
-def metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """max abs, mean abs, relative L2, cosine, SQNR (dB) of b against reference a (float64)."""
-    x, y = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
-    d = y - x
-    nx, ny, nd = np.linalg.norm(x), np.linalg.norm(y), np.linalg.norm(d)
-    finite = bool(np.all(np.isfinite(y)))
-    return {
-        "max_abs": float(np.max(np.abs(d))) if d.size else 0.0,
-        "mean_abs": float(np.mean(np.abs(d))) if d.size else 0.0,
-        "rel_l2": float(nd / nx) if nx > 0 else float(nd),
-        "cosine": float(np.dot(x, y) / (nx * ny)) if nx > 0 and ny > 0 else (1.0 if nx == ny else 0.0),
-        "sqnr_db": float(10 * np.log10((nx * nx) / (nd * nd))) if nd > 0 and nx > 0 else float("inf"),
-        **({} if finite else {"non_finite": True}),
-    }
+metrics = kernels.diff_metrics  # max abs, mean abs, rel L2, cosine, SQNR (dB) of B against A
 
 
 def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
