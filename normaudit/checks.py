@@ -332,7 +332,7 @@ def _pair_convention(la: NormLayer, lb: NormLayer, b: NormModel) -> str:
 
 # -- folds -----------------------------------------------------------------------------------------------
 
-def _find_fold_target(bn: NormLayer, src: NormModel, dst: NormModel, used: set[str]) -> tuple[LinearOp | None,
+def fold_target(bn: NormLayer, src: NormModel, dst: NormModel, used: set[str]) -> tuple[LinearOp | None,
                                                                                             LinearOp | None, str]:
     """(source conv feeding the BN, conv in dst it was folded into, how it was found)."""
     convs = {op.id: op for op in src.linear_ops}
@@ -361,7 +361,7 @@ def _find_fold_target(bn: NormLayer, src: NormModel, dst: NormModel, used: set[s
 def _check_fold(ck: _Checker, bn: NormLayer, src: NormModel, dst: NormModel, used: set[str],
                 bn_side: str) -> bool:
     """Verify a BatchNorm of ``src`` folded into a conv of ``dst``. Returns True if it was handled."""
-    conv_a, conv_b, how = _find_fold_target(bn, src, dst, used)
+    conv_a, conv_b, how = fold_target(bn, src, dst, used)
     if conv_b is None or conv_a is None or bn.running_var is None or bn.running_mean is None:
         return False
     used.add(conv_b.id)

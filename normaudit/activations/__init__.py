@@ -22,7 +22,7 @@ from ..config import Thresholds
 from ..errors import NormauditError, brief
 from ..formats import detect, load
 from ..match import align
-from ..model import NormModel
+from ..model import NormKind, NormModel
 from . import inputs as inputs_mod
 from .runners import ExportRunner, ModuleRunner, OnnxRunner, hf_forward, load_hf_module, module_forward
 
@@ -244,7 +244,7 @@ def diff_activations(a: str | Path, b: str | Path, *, input_npz: str | None = No
     al = align(side_a.model, side_b.model)
     b_to_a = {p.b.id: p.a.id for p in al.pairs}
     b_layers = {p.a.id: p.b for p in al.pairs}
-    _fold_standins(side_a, side_b, b_to_a)
+    _fold_standins(side_a, side_b, al.missing, b_to_a)
 
     stored: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     order: list[str] = []
@@ -331,19 +331,24 @@ def _run(side: _Side, feeds: dict[str, np.ndarray], sink: Any) -> None:
                              hint="pass inputs the model accepts with --input FILE.npz") from None
 
 
-def _fold_standins(side_a: _Side, side_b: _Side, b_to_a: dict[str, str]) -> None:
-    """A BatchNorm of A folded into a conv of B: B's conv output stands in for the BN's output."""
+def _fold_standins(side_a: _Side, side_b: _Side, missing: list[Any], b_to_a: dict[str, str]) -> None:
+    """A BatchNorm of A folded into a conv of B: B's conv output stands in for the BN's output.
+
+    The conv is found the way `compare` finds fold targets (checks.fold_target)."""
     if not isinstance(side_b.runner, OnnxRunner):
         return
-    from ..checks import compare
+    from ..checks import fold_target
 
-    report = compare(side_a.model, side_b.model)
     nodes = {n.name: n for n in side_b.runner.model.graph.node}
-    for p in report.pairs:
-        if p.aligned_by.startswith("fold") and p.b in nodes:
-            out = nodes[p.b].output[0]
-            side_b.runner.extra[out] = f"fold:{p.b}"
-            b_to_a[f"fold:{p.b}"] = p.a
+    used: set[str] = set()
+    for bn in missing:
+        if bn.kind is not NormKind.BATCH_NORM:
+            continue
+        _, conv_b, _ = fold_target(bn, side_a.model, side_b.model, used)
+        if conv_b is not None and conv_b.id in nodes:
+            used.add(conv_b.id)
+            side_b.runner.extra[nodes[conv_b.id].output[0]] = f"fold:{conv_b.id}"
+            b_to_a[f"fold:{conv_b.id}"] = bn.id
 
 
 def _diverges(p: PointDiff, th: Thresholds) -> bool:
