@@ -112,9 +112,9 @@ def _side(path: Path, hf_dir: Path | None, trust_pickle: bool) -> _Side:
                                  hint="compare it against its HF directory, or pass --model HF_DIR")
         from .replay import replay_model
 
+        gmodel = load(path)  # header checks and the GGUF's norm records, before the replay reads it
         module, gt = replay_model(hf_dir, path)
         source = load(hf_dir)
-        gmodel = load(path)
         # norm records for local replays: the GGUF's own (eps, stored weights) under the HF ids
         al = align(source, gmodel)
         by_hf = {p.a.id: p.b for p in al.pairs}

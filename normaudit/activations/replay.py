@@ -25,22 +25,41 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
 
 @dataclass
 class GgufTensors:
-    """HF name -> (GGUF name, dequantized + un-transformed float32 array getter, quant type)."""
+    """One opened GGUF: its architecture, eps, and HF name -> (GGUF name, float32 getter, quant type)."""
 
     arch: str
     eps: float | None
+    reader: Any = field(repr=False, default=None)
     mapping: dict[str, tuple[str, Any, str]] = field(default_factory=dict)
     unmapped_gguf: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
-def gguf_tensors_for(gguf_path: Path, hf_names: list[str]) -> GgufTensors:
+def open_gguf(gguf_path: Path) -> GgufTensors:
+    """Read a GGUF's header once (gguf-py memmap): architecture and the metadata eps."""
+    import gguf
+    from gguf.constants import Keys
+
+    from ..formats.gguf_file import float32_field
+
+    reader = gguf.GGUFReader(str(gguf_path), "r")
+    arch = reader.fields["general.architecture"].contents()
+    eps = None
+    for key in (Keys.Attention.LAYERNORM_RMS_EPS, Keys.Attention.LAYERNORM_EPS):
+        eps = float32_field(reader, key.format(arch=arch))
+        if eps is not None:
+            break
+    return GgufTensors(arch=arch, eps=eps, reader=reader)
+
+
+def map_tensors(gt: GgufTensors, gguf_path: Path, hf_names: list[str]) -> None:
+    """Fill ``gt.mapping`` for the source model's tensor names through gguf-py's TensorNameMap, with getters
+    that dequantize and undo the converter's transforms."""
     import gguf
     from gguf.constants import MODEL_ARCH_NAMES, Keys
     from gguf.quants import dequantize
 
-    reader = gguf.GGUFReader(str(gguf_path), "r")
-    arch = reader.fields["general.architecture"].contents()
+    reader, arch = gt.reader, gt.arch
     arch_enum = next((a for a, n in MODEL_ARCH_NAMES.items() if n == arch), None)
     if arch_enum is None:
         raise NormauditError(f"{gguf_path}: architecture {arch!r} is not in gguf-py's tables: cannot replay it")
@@ -52,22 +71,15 @@ def gguf_tensors_for(gguf_path: Path, hf_names: list[str]) -> GgufTensors:
     n_blocks = int(field_value(f"{arch}.block_count") or 0)
     n_head = field_value(Keys.Attention.HEAD_COUNT.format(arch=arch))
     n_head_kv = field_value(Keys.Attention.HEAD_COUNT_KV.format(arch=arch)) or n_head
-    eps = None
-    for key in (Keys.Attention.LAYERNORM_RMS_EPS, Keys.Attention.LAYERNORM_EPS):
-        f = reader.fields.get(key.format(arch=arch))
-        if f is not None:
-            eps = float(np.float32(f.parts[f.data[0]][0]))
-            break
     tmap = gguf.get_tensor_name_map(arch_enum, n_blocks)
     tensors = {t.name: t for t in reader.tensors}
-    out = GgufTensors(arch=arch, eps=eps)
     used: set[str] = set()
     one_plus = arch in GGUF_STORES_ONE_PLUS
     permute = arch in GGUF_PERMUTED_QK_ARCHS
     if permute:
-        out.notes.append("undid llama.cpp's Q/K row permutation")
+        gt.notes.append("undid llama.cpp's Q/K row permutation")
     if one_plus:
-        out.notes.append("undid the stored 1 + w of the norm weights")
+        gt.notes.append("undid the stored 1 + w of the norm weights")
     for hf in hf_names:
         gname = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
         if gname is None or gname not in tensors:
@@ -86,9 +98,8 @@ def gguf_tensors_for(gguf_path: Path, hf_names: list[str]) -> GgufTensors:
                 arr = arr - 1.0
             return arr
 
-        out.mapping[hf] = (gname, load, t.tensor_type.name)
-    out.unmapped_gguf = [n for n in tensors if n not in used]
-    return out
+        gt.mapping[hf] = (gname, load, t.tensor_type.name)
+    gt.unmapped_gguf = [n for n in tensors if n not in used]
 
 
 def replay_model(hf_dir: Path, gguf_path: Path) -> tuple[Any, GgufTensors]:
@@ -97,10 +108,10 @@ def replay_model(hf_dir: Path, gguf_path: Path) -> tuple[Any, GgufTensors]:
 
     from .runners import load_hf_module
 
-    probe = gguf_tensors_for(gguf_path, [])
-    model = load_hf_module(hf_dir, eps_override=probe.eps)
+    gt = open_gguf(gguf_path)
+    model = load_hf_module(hf_dir, eps_override=gt.eps)
     state = model.state_dict()
-    gt = gguf_tensors_for(gguf_path, list(state))
+    map_tensors(gt, gguf_path, list(state))
     missing = []
     with torch.no_grad():
         for name, tensor in state.items():

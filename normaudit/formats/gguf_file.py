@@ -43,7 +43,7 @@ def _field_value(reader: Any, key: str) -> Any:
     return field.contents()
 
 
-def _float32_field(reader: Any, key: str) -> float | None:
+def float32_field(reader: Any, key: str) -> float | None:
     """A float metadata value exactly as stored (float32), widened to a Python float."""
     field = reader.fields.get(key)
     if field is None or not field.data:
@@ -110,7 +110,7 @@ def load_gguf(path: Path) -> NormModel:
         NormKind.LAYER_NORM: Keys.Attention.LAYERNORM_EPS.format(arch=arch),
         NormKind.GROUP_NORM: Keys.Attention.GROUPNORM_EPS.format(arch=arch),
     }
-    eps_values = {kind: _float32_field(reader, key) for kind, key in eps_keys.items()}
+    eps_values = {kind: float32_field(reader, key) for kind, key in eps_keys.items()}
     groups = _field_value(reader, Keys.Attention.GROUPNORM_GROUPS.format(arch=arch))
 
     grouped: dict[str, dict[str, Any]] = {}
