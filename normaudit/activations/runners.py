@@ -248,15 +248,12 @@ class OnnxRunner:
         from ..formats.onnx_graph import module_of
 
         graph = self.model.graph
-        block_of = {}
+        block_of: dict[str, str] = {}  # tensor -> block of the node producing it
+        consumers: dict[str, list[str]] = {}  # tensor -> blocks of the nodes reading it
         for node in graph.node:
             key = block_key(module_of(node))
-            for out in node.output:
-                if key:
-                    block_of[out] = key
-        consumers: dict[str, list[str]] = {}
-        for node in graph.node:
-            key = block_key(module_of(node))
+            if key:
+                block_of.update({out: key for out in node.output})
             for inp in node.input:
                 consumers.setdefault(inp, []).append(key or "")
         graph_outputs = {o.name for o in graph.output}
