@@ -54,6 +54,15 @@ def gguf_eps(src: Path, dst: Path, eps: float) -> Path:
     return copy_gguf(src, dst, kv={f"{arch}.attention.layer_norm_rms_epsilon": eps})
 
 
+def scale_channels(channels: list[int], factor: float) -> Callable[[np.ndarray], np.ndarray]:
+    """An edit that multiplies a few channels of a norm weight (a corrupted conversion)."""
+    def edit(w: np.ndarray) -> np.ndarray:
+        w[channels] *= factor
+        return w
+
+    return edit
+
+
 def gguf_edit_norm(src: Path, dst: Path, names: set[str], fn: Callable[[np.ndarray], np.ndarray]) -> Path:
     def t(name, data, qtype):
         return (fn(data.copy()).astype(data.dtype), qtype) if name in names else (data, qtype)

@@ -7,7 +7,7 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from breakers import gguf_edit_norm, onnx_edit
+from breakers import gguf_edit_norm, onnx_edit, scale_channels
 from normaudit.activations import diff_activations
 from normaudit.cli import app
 
@@ -75,10 +75,7 @@ def test_cnn_pt2_vs_onnx(real, name):
 
 
 def test_corrupted_norm_is_first_divergence_with_local_error(real, tmp_path):
-    def corrupt(w):
-        w[[3, 17, 40]] *= 1.5
-        return w
-
+    corrupt = scale_channels([3, 17, 40], 1.5)
     bad = gguf_edit_norm(real / "gguf/qwen3-f32.gguf", tmp_path / "bad.gguf", {"blk.1.attn_norm.weight"}, corrupt)
     r = diff_activations(real / "hf/qwen3", bad)
     fd = r.first_divergence

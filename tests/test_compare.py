@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import normaudit
 from breakers import (copy_gguf, fp16_eps_constant, gguf_edit_norm, gguf_eps, hf_copy, initializer, node_in_scope,
-                      onnx_edit, set_initializer)
+                      onnx_edit, scale_channels, set_initializer)
 from normaudit import kernels
 from normaudit.checks import compare
 from normaudit.cli import app
@@ -135,10 +135,7 @@ def test_onnx_gemma_folded_shift_dropped(real, tmp_path):
 
 
 def test_corrupted_channels_one_layer(real, tmp_path):
-    def corrupt(w):
-        w[[3, 17, 40]] *= 1.5
-        return w
-
+    corrupt = scale_channels([3, 17, 40], 1.5)
     bad = gguf_edit_norm(real / "gguf/qwen3-f32.gguf", tmp_path / "bad.gguf", {"blk.1.ffn_norm.weight"}, corrupt)
     r = run(real / "hf/qwen3", bad)
     (e,) = errors(r)
