@@ -33,8 +33,8 @@ def child(mode: str, hf: str, gguf: str, seq: int) -> None:
     import transformers  # noqa: F401
 
     from normaudit.activations import diff_activations
-    from normaudit.activations.replay import replay_model
-    from normaudit.activations.runners import hf_forward, load_hf_module
+    from normaudit.activations.runners.replay import replay_model
+    from normaudit.activations.runners.hf import hf_forward, load_hf_module
 
     base = _rss_mb()
     ids = {"input_ids": np.random.default_rng(0).integers(3, 1000, size=(1, seq), dtype=np.int64)}

@@ -11,12 +11,13 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import NormauditError
-from .formats import FORMATS, load
-from .model import NormModel
-from .checks import CHECKS, compare as run_compare
+from .api import AuditOptions, audit, inspect as inspect_model
+from .checks import REGISTRY as CHECK_REGISTRY
 from .config import load_thresholds
-from .report import activation_tables, compare_tables, inspect_table, write_json
+from .errors import NormauditError
+from .formats import FORMATS
+from .model import NormModel
+from .report import AuditReport, activation_tables, compare_tables, inspect_table, write_json
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -59,15 +60,14 @@ def _errors() -> Iterator[None]:
         _fail(f"internal error: {type(exc).__name__}: {exc} (set NORMAUDIT_DEBUG=1 for the traceback)")
 
 
-def _load(path: str, fmt: Optional[str], trust_pickle: bool, config: Optional[str]) -> NormModel:
-    with err_console.status(f"loading {path} ...", spinner="dots") if err_console.is_terminal \
-            else _nullcontext():
-        return load(path, fmt, trust_pickle=trust_pickle, config=config)
-
-
 @contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield
+def _status(text: str) -> Iterator[None]:
+    """A spinner on terminals; nothing in logs."""
+    if err_console.is_terminal:
+        with err_console.status(text, spinner="dots"):
+            yield
+    else:
+        yield
 
 
 def _version(value: bool) -> None:
@@ -107,7 +107,8 @@ def inspect(
 ) -> None:
     """List every norm layer of MODEL: kind, eps and where it came from, shape, dtype, weight stats."""
     with _errors():
-        m = _load(model, format, trust_pickle, config)
+        with _status(f"loading {model} ..."):
+            m = inspect_model(model, format, trust_pickle=trust_pickle, config=config)
         if json_out is not None:
             write_json(m.to_dict(stats=not no_stats), json_out)
         if json_out != "-":
@@ -171,50 +172,44 @@ def compare(
         th = load_thresholds(Path(settings) if settings else None, fail_on=fail_on, eps_rtol=eps_rtol,
                              rel_l2_override=rel_l2, fold_rel_l2=fold_rel_l2, activation_rel_l2=act_rel_l2,
                              activation_cosine=act_cosine)
-        ma = _load(a, format_a, trust_pickle, config_a)
-        mb = _load(b, format_b, trust_pickle, config_b)
-        report = run_compare(ma, mb, th)
-        act = None
-        if activations:
-            from .activations import diff_activations
-
-            with err_console.status("running both models ...", spinner="dots") if err_console.is_terminal \
-                    else _nullcontext():
-                act = diff_activations(a, b, input_npz=input_npz, text=text, model_dir=model_dir, thresholds=th,
-                                       sensitivity=sensitivity, trust_pickle=trust_pickle)
-        passed = report.passed and (act is None or act.passed)
+        options = AuditOptions(format_a=format_a, format_b=format_b, config_a=config_a, config_b=config_b,
+                               trust_pickle=trust_pickle, thresholds=th, activations=activations,
+                               input_npz=input_npz, text=text, model_dir=model_dir, sensitivity=sensitivity)
+        with _status("loading and comparing ..." if not activations else "loading and running both models ..."):
+            report = audit(a, b, options)
+        passed = report.passed
         if json_out is not None:
-            doc = report.to_dict()
-            doc["thresholds"] = th.to_dict()
-            if act is not None:
-                doc["activations"] = act.to_dict()
-            doc["passed"] = passed
-            write_json(doc, json_out)
+            write_json(report.to_dict(), json_out)
         if json_out != "-":
-            console = _out_console()
-            for table in compare_tables(report):
-                console.print(table)
-            if act is not None:
-                for table in activation_tables(act):
-                    console.print(table)
-                for note in act.notes:
-                    console.print(f"note: {note}", markup=False, highlight=False)
-            n_err = sum(f.severity.value == "error" for f in report.findings)
-            n_warn = sum(f.severity.value == "warning" for f in report.findings)
-            verdict = "[bold green]PASS[/]" if passed else "[bold red]FAIL[/]"
-            drift = ""
-            if act is not None:
-                fd = act.first_divergence
-                drift = f"; activations: first divergence at {fd.a}" if fd else "; activations match"
-            console.print(f"{verdict}: {n_err} errors, {n_warn} warnings (fail on {th.fail_on}){drift}")
+            _print_compare(report)
     raise typer.Exit(EXIT_OK if passed else EXIT_FINDINGS)
+
+
+def _print_compare(report: AuditReport) -> None:
+    console = _out_console()
+    for table in compare_tables(report.static):
+        console.print(table)
+    act = report.activations
+    if act is not None:
+        for table in activation_tables(act):
+            console.print(table)
+        for note in act.notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+    counts = report.counts()
+    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    drift = ""
+    if act is not None:
+        fd = act.first_divergence
+        drift = f"; activations: first divergence at {fd.a}" if fd else "; activations match"
+    console.print(f"{verdict}: {counts['error']} errors, {counts['warning']} warnings (fail on "
+                  f"{report.thresholds.fail_on}){drift}")
 
 
 @app.command()
 def checks() -> None:
-    """List the checks `compare` runs."""
-    for name, text in CHECKS.items():
-        typer.echo(f"{name:20s} {text}")
+    """List the checks `compare` runs, with their severity and scope."""
+    for name, spec in CHECK_REGISTRY.items():
+        typer.echo(f"{name:22s} {spec.severity.value:8s} {spec.scope:10s} {spec.description}")
 
 
 def run() -> None:

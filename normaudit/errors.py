@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class NormauditError(Exception):
     """An error the user can act on. ``str(err)`` is the one line shown; ``hint`` says what to do."""
@@ -34,3 +37,22 @@ class UntrustedPickle(NormauditError):
 
 class NoNorms(NormauditError):
     pass
+
+
+@contextmanager
+def reading(path: object, what: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Around a third-party parser call: its errors on a bad file become one :class:`CorruptFile` line.
+
+    ``errors`` are the exception types the parser raises on bad input (default: any Exception, for parsers
+    that document none).  normaudit's own errors pass through unchanged.
+    """
+    try:
+        yield
+    except NormauditError:
+        raise
+    except MemoryError:
+        raise CorruptFile(f"{path}: ran out of memory reading the file (corrupt header?)") from None
+    except RecursionError:
+        raise CorruptFile(f"{path}: file is nested too deeply to read (corrupt or hostile)") from None
+    except errors or (Exception,) as exc:
+        raise CorruptFile(f"{path}: {what} ({brief(exc)})") from None

@@ -1,43 +1,93 @@
-"""Normalization math in one place (pure numpy), reused by checks, replay and test-model generation."""
+"""All normalization math in one place (pure numpy), reused by checks, activation replays and test-model
+generation: axis-aware norms, the ``1 + w`` convention, BatchNorm folding and eps recovery, llama.cpp's Q/K
+row permutation, and the diff metrics every comparison uses."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import numpy as np
+
+# -- the 1 + w convention ------------------------------------------------------------------------------
+
+
+def effective_scale(w: np.ndarray, one_plus: bool) -> np.ndarray:
+    """The multiplier a norm applies: ``w``, or ``1 + w`` for Gemma-style norms."""
+    return w + np.float32(1.0) if one_plus else w
+
+
+def store_one_plus(w: np.ndarray) -> np.ndarray:
+    """What a converter that bakes the shift in stores for a ``1 + w`` norm (llama.cpp for Gemma)."""
+    return w + np.float32(1.0)
+
+
+def unstore_one_plus(stored: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`store_one_plus`: the source model's ``w`` back from the stored ``1 + w``."""
+    return stored - np.float32(1.0)
+
+
+# -- norms -----------------------------------------------------------------------------------------------
 
 
 def _scale(w: np.ndarray | None, one_plus: bool) -> np.ndarray | float:
-    if w is None:
-        return 1.0
-    return (1.0 + w) if one_plus else w
+    return 1.0 if w is None else effective_scale(w, one_plus)
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float, one_plus: bool = False) -> np.ndarray:
-    """y = x / sqrt(mean(x^2) + eps) * w   (or * (1 + w) with ``one_plus``), over the last axis."""
+def _last_axes(ndim: int, axis: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Normalized axes of a layer/RMS norm: ``axis`` k means k..last (ONNX LayerNormalization's meaning)."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if len(axes) == 1:
+        return tuple(range(axes[0] % ndim, ndim))
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _affine(t: np.ndarray | float | None, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | float | None:
+    """A per-feature weight/bias laid out to broadcast over the normalized axes of x."""
+    if t is None or isinstance(t, float):
+        return t
+    t = np.asarray(t)
+    if t.ndim > 1 and t.ndim <= x.ndim and tuple(x.shape[x.ndim - t.ndim:]) == t.shape:
+        return t  # a per-head (2-D) weight already laid out like the trailing axes
+    shape = [1] * x.ndim
+    for a in axes:
+        shape[a] = x.shape[a]
+    return np.asarray(t).reshape(shape)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float, one_plus: bool = False,
+             axis: int | tuple[int, ...] = -1) -> np.ndarray:
+    """y = x / sqrt(mean(x^2) + eps) * w   (or * (1 + w) with ``one_plus``) over ``axis`` (k..last)."""
     x32 = x.astype(np.float32)
-    inv = 1.0 / np.sqrt(np.mean(x32 * x32, axis=-1, keepdims=True) + np.float32(eps))
-    return (x32 * inv * _scale(weight, one_plus)).astype(np.float32)
+    axes = _last_axes(x.ndim, axis)
+    inv = 1.0 / np.sqrt(np.mean(x32 * x32, axis=axes, keepdims=True) + np.float32(eps))
+    return (x32 * inv * _affine(_scale(weight, one_plus), x32, axes)).astype(np.float32)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
-               one_plus: bool = False) -> np.ndarray:
-    """y = (x - mean) / sqrt(var + eps) * w + b over the last axis."""
+               one_plus: bool = False, axis: int | tuple[int, ...] = -1) -> np.ndarray:
+    """y = (x - mean) / sqrt(var + eps) * w + b over ``axis`` (k..last)."""
     x32 = x.astype(np.float32)
-    mu = x32.mean(axis=-1, keepdims=True)
-    var = ((x32 - mu) ** 2).mean(axis=-1, keepdims=True)
-    y = (x32 - mu) / np.sqrt(var + np.float32(eps)) * _scale(weight, one_plus)
+    axes = _last_axes(x.ndim, axis)
+    mu = x32.mean(axis=axes, keepdims=True)
+    var = ((x32 - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (x32 - mu) / np.sqrt(var + np.float32(eps)) * _affine(_scale(weight, one_plus), x32, axes)
     if bias is not None:
-        y = y + bias
+        y = y + _affine(bias, x32, axes)
     return y.astype(np.float32)
 
 
-def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
-    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+def _channel_shape(x: np.ndarray, axis: int = 1) -> tuple[int, ...]:
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = x.shape[axis % x.ndim]
+    return tuple(shape)
 
 
 def group_norm(x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None,
                eps: float) -> np.ndarray:
     """GroupNorm over (N, C, *) with per-channel affine."""
-    n, c = x.shape[:2]
+    n = x.shape[0]
     g = x.astype(np.float32).reshape(n, num_groups, -1)
     mu = g.mean(axis=-1, keepdims=True)
     var = g.var(axis=-1, keepdims=True)
@@ -55,15 +105,54 @@ def instance_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | N
 
 
 def batch_norm(x: np.ndarray, mean: np.ndarray, var: np.ndarray, weight: np.ndarray | None,
-               bias: np.ndarray | None, eps: float) -> np.ndarray:
-    """Inference BatchNorm over (N, C, *) with running statistics."""
-    shape = _channel_shape(x)
+               bias: np.ndarray | None, eps: float, axis: int = 1) -> np.ndarray:
+    """Inference BatchNorm over (N, C, *) with running statistics (channel ``axis``)."""
+    shape = _channel_shape(x, axis)
     y = (x.astype(np.float32) - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + np.float32(eps))
     if weight is not None:
         y = y * weight.reshape(shape)
     if bias is not None:
         y = y + bias.reshape(shape)
     return y.astype(np.float32)
+
+
+def apply_layer(layer: Any, x: np.ndarray) -> np.ndarray:
+    """Run one NormLayer record (any format) on ``x``: the same math every backend's norm computes.
+
+    Uses the layer's own eps, axis, weights and convention.  Raises ValueError when the record does not say
+    enough to compute the layer (no eps, no running statistics): there is no default to hide behind.
+    Used to tell a layer's own (local) error from inherited error: B's layer applied to A's input.
+    """
+    from .model import NormKind  # local import: kernels stays importable without the record types
+
+    if layer.eps is None:
+        raise ValueError(f"{layer.id}: eps unknown")
+    eps = float(layer.eps)
+
+    def flat(t: Any) -> np.ndarray | None:
+        return None if t is None else np.asarray(t).reshape(-1)
+
+    axis = layer.axis
+    if layer.kind in (NormKind.RMS_NORM, NormKind.LAYER_NORM):  # weights keep their shape (per-head norms)
+        w = layer.scale()
+        if layer.kind is NormKind.RMS_NORM:
+            return rms_norm(x, w, eps, axis=axis)
+        return layer_norm(x, w, layer.bias.load() if layer.bias is not None else None, eps, axis=axis)
+    scale = flat(layer.scale())
+    bias = flat(layer.bias.load()) if layer.bias is not None else None
+    if layer.kind is NormKind.GROUP_NORM:
+        return group_norm(x, int(layer.num_groups or 1), scale, bias, eps)
+    if layer.kind is NormKind.INSTANCE_NORM:
+        return instance_norm(x, scale, bias, eps)
+    if layer.kind is NormKind.BATCH_NORM:
+        if layer.running_mean is None or layer.running_var is None:
+            raise ValueError(f"{layer.id}: BatchNorm without running statistics")
+        return batch_norm(x, flat(layer.running_mean.load()), flat(layer.running_var.load()), scale, bias, eps,
+                          axis=axis[0] if axis else 1)
+    raise ValueError(f"no kernel for {layer.kind}")
+
+
+# -- BatchNorm folding -----------------------------------------------------------------------------------
 
 
 def bn_fold_factor(var: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
@@ -87,6 +176,13 @@ def fold_batch_norm(conv_weight: np.ndarray, conv_bias: np.ndarray | None, mean:
     return w.astype(np.float32), ((b0 - mean) * f + beta).astype(np.float32)
 
 
+def fit_fold_factor(source_weight: np.ndarray, folded_weight: np.ndarray) -> np.ndarray:
+    """Per-output-channel factor f (least squares) with ``folded ≈ f * source``: what a fold multiplied by."""
+    w = source_weight.reshape(len(source_weight), -1).astype(np.float64)
+    wb = folded_weight.reshape(len(folded_weight), -1).astype(np.float64)
+    return (wb * w).sum(1) / np.maximum((w * w).sum(1), 1e-30)
+
+
 def recover_bn_eps(folded_factor: np.ndarray, var: np.ndarray, weight: np.ndarray | None) -> float:
     """Recover the eps a fold used from ``f = gamma / sqrt(var + eps)``: eps = (gamma / f)^2 - var (median)."""
     gamma = np.ones_like(var) if weight is None else weight
@@ -96,54 +192,61 @@ def recover_bn_eps(folded_factor: np.ndarray, var: np.ndarray, weight: np.ndarra
     return float(np.median(est)) if est.size else float("nan")
 
 
-def diff_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """max abs, mean abs, relative L2, cosine, SQNR (dB) of ``other`` against ``ref``, in float64.
+# -- llama.cpp's Q/K row permutation ---------------------------------------------------------------------
 
-    One definition for weight comparisons (compare), alignment by values and activation diffs.
-    ``non_finite`` is set when ``other`` holds NaN/inf.
-    """
-    x, y = ref.astype(np.float64).reshape(-1), other.astype(np.float64).reshape(-1)
-    d = y - x
-    nx, ny, nd = np.linalg.norm(x), np.linalg.norm(y), np.linalg.norm(d)
-    finite = bool(np.all(np.isfinite(y)))
-    return {
-        "max_abs": float(np.max(np.abs(d))) if d.size else 0.0,
-        "mean_abs": float(np.mean(np.abs(d))) if d.size else 0.0,
-        "rel_l2": float(nd / nx) if nx > 0 else float(nd),
-        "cosine": float(np.dot(x, y) / (nx * ny)) if nx > 0 and ny > 0 else (1.0 if nx == ny else 0.0),
-        "sqnr_db": float(10 * np.log10((nx * nx) / (nd * nd))) if nd > 0 and nx > 0 else float("inf"),
-        **({} if finite else {"non_finite": True}),
-    }
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's converter permutation of Q/K projection rows (HF rotate-half RoPE -> GGML interleaved)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of :func:`permute_qk`."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffMetrics:
+    """How far ``other`` is from ``ref``: one definition for weight comparisons, alignment by values and
+    activation diffs (computed in float64)."""
+
+    max_abs: float
+    mean_abs: float
+    rel_l2: float
+    cosine: float
+    sqnr_db: float
+    non_finite: bool = False  # ``other`` holds NaN / inf
+
+    @classmethod
+    def from_arrays(cls, ref: np.ndarray, other: np.ndarray) -> "DiffMetrics":
+        x, y = ref.astype(np.float64).reshape(-1), other.astype(np.float64).reshape(-1)
+        d = y - x
+        nx, ny, nd = np.linalg.norm(x), np.linalg.norm(y), np.linalg.norm(d)
+        return cls(
+            max_abs=float(np.max(np.abs(d))) if d.size else 0.0,
+            mean_abs=float(np.mean(np.abs(d))) if d.size else 0.0,
+            rel_l2=float(nd / nx) if nx > 0 else float(nd),
+            cosine=float(np.dot(x, y) / (nx * ny)) if nx > 0 and ny > 0 else (1.0 if nx == ny else 0.0),
+            sqnr_db=float(10 * np.log10((nx * nx) / (nd * nd))) if nd > 0 and nx > 0 else math.inf,
+            non_finite=not bool(np.all(np.isfinite(y))),
+        )
+
+    def to_dict(self, *fields: str) -> dict[str, Any]:
+        """The metrics as a dict (only ``fields`` when given); ``non_finite`` only when set."""
+        out = asdict(self)
+        if not self.non_finite:
+            out.pop("non_finite")
+        return {k: out[k] for k in fields if k in out} if fields else out
+
+
+def diff_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """:class:`DiffMetrics` of ``other`` against ``ref`` as a dict (max_abs, mean_abs, rel_l2, cosine, sqnr_db)."""
+    return DiffMetrics.from_arrays(ref, other).to_dict()
 
 
 def tensor_stats(values: np.ndarray) -> dict[str, float]:
     v = values.astype(np.float64)
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
-
-
-def apply_layer(layer, x: np.ndarray) -> np.ndarray:
-    """Run one NormLayer record (any format) on ``x``: the same math every backend's norm computes.
-
-    Used to tell a layer's own (local) error from inherited error: B's layer applied to A's input.
-    """
-    from .model import NormKind  # local import: kernels stays importable without the record types
-
-    scale = layer.scale()
-    bias = layer.bias.load() if layer.bias is not None else None
-    eps = 1e-5 if layer.eps is None else layer.eps
-    if layer.kind is NormKind.RMS_NORM:
-        return rms_norm(x, None if scale is None else scale.reshape(-1), eps)
-    if layer.kind is NormKind.LAYER_NORM:
-        return layer_norm(x, None if scale is None else scale.reshape(-1), None if bias is None else bias.reshape(-1),
-                          eps)
-    def flat(t: np.ndarray | None) -> np.ndarray | None:
-        return None if t is None else t.reshape(-1)
-
-    if layer.kind is NormKind.GROUP_NORM:
-        return group_norm(x, int(layer.num_groups or 1), flat(scale), flat(bias), eps)
-    if layer.kind is NormKind.INSTANCE_NORM:
-        return instance_norm(x, flat(scale), flat(bias), eps)
-    if layer.kind is NormKind.BATCH_NORM:
-        return batch_norm(x, layer.running_mean.load().reshape(-1), layer.running_var.load().reshape(-1), flat(scale),
-                          flat(bias), eps)
-    raise ValueError(f"no kernel for {layer.kind}")

@@ -20,7 +20,8 @@ import numpy as np
 
 from . import kernels
 from .model import NormLayer, NormModel
-from .tables import HF_TO_GGUF_ARCH
+from .facts.hf import TO_GGUF_ARCH
+from .formats.gguf.names import gguf_name_for
 
 
 @dataclass
@@ -47,17 +48,17 @@ def gguf_arch_for(model: NormModel) -> str | None:
     if model.format == "gguf":
         return model.architecture
     mt = model.metadata.get("model_type") if isinstance(model.metadata, dict) else None
-    if mt and mt in HF_TO_GGUF_ARCH:
-        return HF_TO_GGUF_ARCH[mt]
+    if mt and mt in TO_GGUF_ARCH:
+        return TO_GGUF_ARCH[mt]
     cls = model.architecture or ""
     stem = re.sub(r"(For\w+|Model|PreTrainedModel)$", "", cls).lower()
-    for key in sorted(HF_TO_GGUF_ARCH, key=len, reverse=True):
+    for key in sorted(TO_GGUF_ARCH, key=len, reverse=True):
         if stem and stem.replace("_", "") == key.replace("_", ""):
-            return HF_TO_GGUF_ARCH[key]
+            return TO_GGUF_ARCH[key]
     return None
 
 
-def _module_name(layer: NormLayer) -> str:
+def module_name(layer: NormLayer) -> str:
     return layer.module or layer.id.split("#", 1)[0]
 
 
@@ -67,33 +68,22 @@ def _suffixes(name: str) -> list[str]:
     return [".".join(parts[i:]) for i in range(len(parts))]
 
 
-class _GgufNames:
-    """Map PyTorch-style module names to GGUF tensor base names via gguf-py's TensorNameMap."""
-
-    def __init__(self, arch: str, n_blocks: int) -> None:
-        import gguf
-        from gguf.constants import MODEL_ARCH_NAMES
-
-        arch_enum = next((a for a, n in MODEL_ARCH_NAMES.items() if n == arch), None)
-        self.map = gguf.get_tensor_name_map(arch_enum, n_blocks) if arch_enum is not None else None
-
-    def __call__(self, module: str) -> str | None:
-        if self.map is None or not module:
-            return None
-        for candidate in _suffixes(module)[:4]:  # tolerate wrapper prefixes
-            name = self.map.get_name(candidate + ".weight", try_suffixes=(".weight",))
-            if name is not None:
-                return name[: -len(".weight")] if name.endswith(".weight") else name
-        return None
+def gguf_names(arch: str, n_blocks: int):
+    """module name -> GGUF tensor base name, through gguf-py's TensorNameMap for ``arch`` (built once)."""
+    return lambda module: gguf_name_for(arch, n_blocks, module)
 
 
-def _n_blocks(*models: NormModel) -> int:
+MAX_BLOCKS = 4096  # far above any real model; bounds gguf-py's name tables for hostile names
+
+
+def n_blocks(*models: NormModel) -> int:
+    """Blocks to build GGUF name tables for: the block indices the norms actually have (never a header's claim)."""
     best = 0
     for m in models:
-        best = max(best, int(m.metadata.get("block_count") or 0) if isinstance(m.metadata, dict) else 0)
         for n in m.norms:
-            for num in re.findall(r"(?:^|\.)(\d+)(?:\.|$)", _module_name(n) or n.id):
-                best = max(best, int(num) + 1)
+            for num in re.findall(r"(?:^|\.)(\d+)(?:\.|$)", module_name(n) or n.id):
+                if int(num) < MAX_BLOCKS:
+                    best = max(best, int(num) + 1)
     return best
 
 
@@ -137,22 +127,22 @@ def align(a: NormModel, b: NormModel) -> Alignment:
                 left_b.remove(lb)
 
     # 1. names (exact, or after a wrapper prefix)
-    a_by = {_module_name(n): n for n in left_a}
-    b_by = {_module_name(n): n for n in left_b}
+    a_by = {module_name(n): n for n in left_a}
+    b_by = {module_name(n): n for n in left_b}
     exact = [(a_by[k], b_by[k]) for k in a_by if k in b_by]
     take(exact, "name")
-    a_by = {_module_name(n): n for n in left_a}
-    b_by = {_module_name(n): n for n in left_b}
+    a_by = {module_name(n): n for n in left_a}
+    b_by = {module_name(n): n for n in left_b}
     take([(a_by[an], b_by[bn]) for bn, an in _prefix_map(a_by, b_by).items()], "name")
 
     # 2. GGUF tensor tables when one side is GGUF (or both map to one architecture)
     arch = gguf_arch_for(b) if b.format == "gguf" else gguf_arch_for(a)
     if arch and (a.format == "gguf" or b.format == "gguf"):
         result.gguf_arch = arch
-        names = _GgufNames(arch, _n_blocks(a, b))
+        names = gguf_names(arch, n_blocks(a, b))
 
         def key(m: NormModel, n: NormLayer) -> str | None:
-            return n.id if m.format == "gguf" else names(_module_name(n))
+            return n.id if m.format == "gguf" else names(module_name(n))
 
         b_keys = {key(b, n): n for n in left_b}
         take([(n, b_keys[k]) for n in list(left_a) if (k := key(a, n)) is not None and k in b_keys], "gguf_table")
@@ -171,8 +161,8 @@ def align(a: NormModel, b: NormModel) -> Alignment:
     def sig(n: NormLayer) -> tuple:
         return (n.kind, int(np.prod(n.shape)) if n.shape else 0)
 
-    sa = sorted(left_a, key=lambda n: _natural_key(_module_name(n)) if a.format != "onnx" else 0)
-    sb = sorted(left_b, key=lambda n: _natural_key(_module_name(n)) if b.format != "onnx" else 0)
+    sa = sorted(left_a, key=lambda n: _natural_key(module_name(n)) if a.format != "onnx" else 0)
+    sb = sorted(left_b, key=lambda n: _natural_key(module_name(n)) if b.format != "onnx" else 0)
     if sa and len(sa) == len(sb) and [sig(n) for n in sa] == [sig(n) for n in sb]:
         take(list(zip(sa, sb)), "order")
 

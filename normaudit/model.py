@@ -43,6 +43,13 @@ class Convention(str, enum.Enum):
     ONE_PLUS = "1+w"  # y = x_hat * (1 + w)   (Gemma, Nemotron's LayerNorm1P, Qwen3-Next)
 
 
+class Role(str, enum.Enum):
+    """What a norm layer is for, where the model tells (the same value in every format)."""
+
+    NONE = ""
+    QK_NORM = "qk_norm"  # a query/key norm inside attention (Qwen3, Gemma3, OLMo2, Cohere, ...)
+
+
 @dataclass
 class TensorRef:
     """A named tensor whose values are read only on :meth:`load`."""
@@ -105,7 +112,9 @@ class NormLayer:
     axis: tuple[int, ...] = (-1,)
     convention: Convention = Convention.SCALE
     convention_known: bool = True  # False for a bare state_dict (no config/class tells x*w from x*(1+w))
-    role: str = ""  # e.g. attn_q_norm / attn_k_norm for qk-norms, the GGUF tensor kind, ...
+    role: Role = Role.NONE
+    tensor_kind: str = ""  # the format's own name for the layer's kind (GGUF: attn_norm, attn_q_norm, ...)
+    stored_one_plus: bool = False  # the file stores 1 + w in the weight (llama.cpp for Gemma-style norms)
     module: str = ""  # PyTorch module path this layer came from, when known (ONNX scopes, .pt2)
     producer: str = ""  # id of the conv/linear in NormModel.linear_ops that feeds this layer (BN fold checks)
     nodes: list[str] = field(default_factory=list)  # graph nodes the layer was read from
@@ -137,12 +146,15 @@ class NormLayer:
             return t.dtype
         return ""
 
+    @property
+    def one_plus(self) -> bool:
+        return self.convention is Convention.ONE_PLUS
+
     def scale(self) -> np.ndarray | None:
         """The effective multiplier applied to the normalised input (w, or 1 + w)."""
-        if self.weight is None:
-            return None
-        w = self.weight.load()
-        return w + 1.0 if self.convention is Convention.ONE_PLUS else w
+        from .kernels import effective_scale
+
+        return None if self.weight is None else effective_scale(self.weight.load(), self.one_plus)
 
     def to_dict(self, stats: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -156,7 +168,7 @@ class NormLayer:
             "axis": list(self.axis),
             "dtype": self.dtype,
             "convention": self.convention.value if self.convention_known else "unknown",
-            "role": self.role,
+            "role": self.tensor_kind or self.role.value,
             "module": self.module,
             "producer": self.producer,
             "num_groups": self.num_groups,
@@ -206,10 +218,12 @@ class NormModel:
     architecture: str | None
     norms: list[NormLayer]
     container: str = ""  # state_dict, safetensors, hf_dir, torch_export, torchscript, module, onnx, gguf
+    format_name: str = ""  # the registry format that loaded it (gguf, onnx, hf, pt2, ...)
     metadata: dict[str, Any] = field(default_factory=dict)
     linear_ops: list[LinearOp] = field(default_factory=list)  # convs/linears (graph formats), for fold checks
     tensors: dict[str, TensorRef] = field(default_factory=dict, repr=False)  # every tensor (lazy), flat formats
     notes: list[str] = field(default_factory=list)
+    handle: Any = field(default=None, repr=False, compare=False)  # the format's open file (GGUF reader, ...)
 
     def by_id(self) -> dict[str, NormLayer]:
         return {n.id: n for n in self.norms}

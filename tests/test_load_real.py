@@ -52,7 +52,7 @@ def test_gguf_gemma3_stores_one_plus_w(real):
     assert hf["model.norm"].convention.value == "1+w"
     assert g["output_norm"].convention.value == "w"
     assert any("1 + w" in note for note in g["output_norm"].notes)
-    assert g["blk.0.ffn_norm"].role == "ffn_pre_norm"
+    assert g["blk.0.ffn_norm"].tensor_kind == "ffn_pre_norm"
 
 
 def test_gguf_quantized_file_keeps_norms_f32_and_exact(real):

@@ -1,0 +1,207 @@
+"""torch.nn.Module backends: Hugging Face models run by transformers (local files only) and trusted pickled
+modules, captured with forward hooks on every norm module and transformer block."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ...errors import NormauditError, brief
+from ...facts.hf import ALL_EPS_KEYS, TEXT_CONFIG_KEYS
+from ...model import NormModel
+from ..base import InputHints, RunContext, Sink, as_numpy
+
+
+class ModuleRunner:
+    """Any torch.nn.Module (HF model, GGUF replay, trusted pickle): forward hooks on norms and blocks."""
+
+    deferred_local = False
+    replay: Any = None
+
+    def __init__(self, module: Any, model: NormModel, forward: Callable[[Any, dict[str, np.ndarray]], Any],
+                 label: str, hints: InputHints | None = None) -> None:
+        self.module = module
+        self.model = model
+        self.norm_ids = {n.id for n in model.norms}
+        self.forward = forward
+        self.label = label
+        self.hints = hints or InputHints()
+        names = dict(module.named_modules())
+        missing = [n.id for n in model.norms if n.id not in names]
+        if missing:
+            raise NormauditError(f"cannot hook norm modules {missing[:3]}: not in the model",
+                                 hint="the checkpoint and the model class disagree on module names")
+        self.blocks = {name: f"block.{m.group(1)}" for name in names
+                       if (m := re.search(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)$", name))}
+
+    def run(self, inputs: dict[str, np.ndarray], sink: Sink) -> None:
+        import torch
+
+        handles = []
+        seen_blocks: set[str] = set()
+        rerunning: list[int] = []  # set while a block is re-run on the other model's input
+
+        def norm_hook(name: str):
+            def hook(_mod: Any, args: tuple, out: Any) -> None:
+                if rerunning:
+                    return
+                x = as_numpy(args[0]) if args else None
+                y = as_numpy(out)
+                if y is not None:
+                    sink(name, "norm", y, x)
+            return hook
+
+        def block_hook(key: str):
+            def hook(mod: Any, args: tuple, kwargs: dict, out: Any) -> None:
+                if rerunning or key in seen_blocks:
+                    return
+                y = as_numpy(out)
+                if y is None:
+                    return
+                seen_blocks.add(key)
+                hidden = args[0] if args else kwargs.get("hidden_states")
+                x = as_numpy(hidden) if hidden is not None else None
+
+                def rerun(x_in: np.ndarray, mod: Any = mod, args: tuple = args, kwargs: dict = kwargs) -> np.ndarray:
+                    """This block of this model on another input (its own masks / position embeddings)."""
+                    t = torch.from_numpy(np.ascontiguousarray(x_in)).to(hidden.dtype)
+                    rerunning.append(1)
+                    try:
+                        with torch.no_grad():
+                            if args:
+                                res = mod(t, *args[1:], **kwargs)
+                            else:
+                                res = mod(**{**kwargs, "hidden_states": t})
+                    finally:
+                        rerunning.pop()
+                    return as_numpy(res)
+
+                sink(key, "block", y, x, rerun)
+            return hook
+
+        for name, mod in self.module.named_modules():
+            if name in self.norm_ids:
+                handles.append(mod.register_forward_hook(norm_hook(name)))
+            elif name in self.blocks:
+                handles.append(mod.register_forward_hook(block_hook(self.blocks[name]), with_kwargs=True))
+        try:
+            with torch.no_grad():
+                out = self.forward(self.module, inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        y = as_numpy(out.logits if hasattr(out, "logits") else out)
+        if y is not None:
+            sink("output", "output", y, None)
+
+    def add_standin(self, conv: Any, key: str) -> bool:
+        return False  # a module runs its BatchNorms unfolded
+
+    def final_output(self, feeds: dict[str, np.ndarray], overrides: dict[str, np.ndarray] | None = None
+                     ) -> np.ndarray:
+        """The model's final output, with some parameters temporarily replaced (``overrides``: name -> value)."""
+        import torch
+
+        state = self.module.state_dict()
+        saved = {}
+        with torch.no_grad():
+            try:
+                for name, value in (overrides or {}).items():
+                    saved[name] = state[name].clone()
+                    state[name].copy_(torch.from_numpy(value))
+                out = self.forward(self.module, feeds)
+            finally:
+                for name, value in saved.items():
+                    state[name].copy_(value)
+        t = out.logits if hasattr(out, "logits") else out[0] if isinstance(out, (tuple, list)) else out
+        if hasattr(t, "last_hidden_state"):
+            t = t.last_hidden_state
+        return t.detach().float().numpy()
+
+
+# -- Hugging Face ---------------------------------------------------------------------------------------
+
+def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
+    """A transformers model from a local directory (never the hub), eager attention, float32."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import transformers
+    except ImportError:
+        raise NormauditError("activation diffs of Hugging Face models need transformers",
+                             hint="pip install 'normaudit[hf]'") from None
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        if eps_override is not None:
+            _set_config_eps(config, eps_override)
+        archs = getattr(config, "architectures", None) or []
+        cls = next((getattr(transformers, a) for a in archs if hasattr(transformers, a)), None)
+        if cls is None:
+            cls = transformers.AutoModel
+        model = cls.from_pretrained(str(model_dir), config=config, local_files_only=True, dtype="float32",
+                                    attn_implementation="eager")
+    except NormauditError:
+        raise
+    except Exception as exc:
+        raise NormauditError(f"{model_dir}: transformers cannot build this model ({brief(exc)})") from None
+    return model.eval()
+
+
+def _set_config_eps(config: Any, eps: float) -> None:
+    for scope in (config, getattr(config, "text_config", None)):
+        if scope is None:
+            continue
+        for k in ALL_EPS_KEYS:
+            if isinstance(getattr(scope, k, None), float):
+                setattr(scope, k, float(eps))
+
+
+def hf_forward(module: Any, inputs: dict[str, np.ndarray]) -> Any:
+    import torch
+
+    kwargs = {k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()}
+    if "input_ids" not in kwargs and len(kwargs) == 1:
+        kwargs = {"input_ids": next(iter(kwargs.values()))}
+    try:
+        return module(**kwargs, use_cache=False)
+    except TypeError:
+        return module(**kwargs)
+
+
+def module_forward(module: Any, inputs: dict[str, np.ndarray]) -> Any:
+    import torch
+
+    return module(*[torch.from_numpy(np.asarray(v)) for v in inputs.values()])
+
+
+def config_vocab(model: NormModel) -> int | None:
+    """vocab_size from the config.json the loader read (bounded), top level or a text sub-config."""
+    cfg = model.metadata.get("config") if isinstance(model.metadata, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    for scope in [cfg] + [cfg[k] for k in TEXT_CONFIG_KEYS if isinstance(cfg.get(k), dict)]:
+        v = scope.get("vocab_size")
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def hf_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
+    """A Hugging Face directory run by transformers (eager attention, float32, local files only)."""
+    module = load_hf_module(path)
+    return ModuleRunner(module, model, hf_forward, f"transformers {type(module).__name__} (eager attention, float32)",
+                        InputHints(vocab=config_vocab(model), tokenizer_dirs=[path]))
+
+
+def module_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
+    """A trusted pickled nn.Module (loaded once by the loader, with --trust-pickle)."""
+    module = model.handle
+    if module is None or model.container != "module":
+        raise NormauditError(f"{path}: a state_dict has no code to run", hint="use the HF dir or the .pt2")
+    return ModuleRunner(module.eval(), model, module_forward, f"nn.Module {type(module).__name__}")

@@ -1,0 +1,139 @@
+"""GGUF replay: run the source architecture (transformers) with every weight taken from the GGUF file.
+
+Each GGUF tensor is dequantized with gguf-py and mapped back to its HF name through gguf-py's
+TensorNameMap; the converter's transforms are undone (llama-family Q/K row permutation, the ``1 + w``
+that Gemma/Nemotron/Qwen3-Next norms are stored as), and the GGUF metadata eps is applied.  A correct
+F32 GGUF then reproduces the source model's activations to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ... import kernels
+from ...errors import NormauditError
+from ...facts import gguf as gguf_facts
+from ...facts.hf import ONE_PLUS_EXCEPTIONS
+from ...formats.gguf import eps_keys
+from ...formats.gguf.names import name_map
+from ...formats.gguf.reader import GgufFile
+from ...model import NormKind, NormModel
+from ..base import RunContext
+from .hf import ModuleRunner, config_vocab, hf_forward, load_hf_module
+
+
+@dataclass
+class GgufTensors:
+    """One opened GGUF: its architecture, eps, and HF name -> (GGUF name, float32 getter, quant type)."""
+
+    arch: str
+    eps: float | None
+    file: GgufFile = field(repr=False)
+    mapping: dict[str, tuple[str, Callable[[], np.ndarray], str]] = field(default_factory=dict)
+    unmapped_gguf: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_gguf(gf: GgufFile) -> GgufTensors:
+    """Architecture and the metadata eps of an opened GGUF."""
+    keys = eps_keys(gf.architecture)
+    eps = gf.float32(keys[NormKind.RMS_NORM])
+    if eps is None:
+        eps = gf.float32(keys[NormKind.LAYER_NORM])
+    return GgufTensors(arch=gf.architecture, eps=eps, file=gf)
+
+
+def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
+    """Fill ``gt.mapping`` for the source model's tensor names through gguf-py's TensorNameMap, with getters
+    that dequantize and undo the converter's transforms."""
+    from gguf.constants import Keys
+
+    gf, arch = gt.file, gt.arch
+    tmap = name_map(arch, gf.n_blocks)
+    if tmap is None:
+        raise NormauditError(f"{gf.path}: architecture {arch!r} is not in gguf-py's tables: cannot replay it")
+    n_head = gf.int_value(Keys.Attention.HEAD_COUNT.format(arch=arch))
+    n_head_kv = gf.int_value(Keys.Attention.HEAD_COUNT_KV.format(arch=arch)) or n_head
+    used: set[str] = set()
+    one_plus = arch in gguf_facts.STORES_ONE_PLUS
+    permute = arch in gguf_facts.PERMUTED_QK_ARCHS
+    if permute:
+        gt.notes.append("undid llama.cpp's Q/K row permutation")
+    if one_plus:
+        gt.notes.append("undid the stored 1 + w of the norm weights")
+    for hf in hf_names:
+        gname = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+        if gname is None or gname not in gf.tensors:
+            continue
+        used.add(gname)
+
+        def load(hf: str = hf, gname: str = gname) -> np.ndarray:
+            arr = gf.read(gname)
+            if permute and hf.endswith("q_proj.weight") and n_head:
+                arr = kernels.unpermute_qk(arr, int(n_head))
+            elif permute and hf.endswith("k_proj.weight") and n_head_kv:
+                arr = kernels.unpermute_qk(arr, int(n_head_kv))
+            if one_plus and hf.endswith("norm.weight") and not hf[: -len(".weight")].endswith(ONE_PLUS_EXCEPTIONS):
+                arr = kernels.unstore_one_plus(arr)
+            return arr
+
+        gt.mapping[hf] = (gname, load, gf.tensors[gname].type_name)
+    gt.unmapped_gguf = [n for n in gf.tensors if n not in used]
+
+
+def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors]:
+    """The HF architecture of ``hf_dir`` with the GGUF's weights and eps."""
+    import torch
+
+    gf = gguf.handle if isinstance(gguf, NormModel) else GgufFile(Path(gguf))
+    gt = open_gguf(gf)
+    model = load_hf_module(hf_dir, eps_override=gt.eps)
+    state = model.state_dict()
+    map_tensors(gt, list(state))
+    missing = []
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name in gt.mapping:
+                value = torch.from_numpy(gt.mapping[name][1]())
+                if tuple(value.shape) != tuple(tensor.shape):
+                    raise NormauditError(f"GGUF tensor {gt.mapping[name][0]} has shape {tuple(value.shape)}, "
+                                         f"{name} needs {tuple(tensor.shape)}",
+                                         hint="--model must be the HF model this GGUF was converted from")
+                tensor.copy_(value.to(tensor.dtype))
+            elif tensor.is_floating_point() and not name.endswith(("inv_freq", "embed_scale", "position_ids")):
+                missing.append(name)
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    missing = [m for m in missing if not (tied and m.endswith("lm_head.weight"))]
+    if missing:
+        gt.notes.append(f"{len(missing)} source tensors have no GGUF counterpart and keep the source values: "
+                        + ", ".join(missing[:5]))
+    return model, gt
+
+
+def replay_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
+    """A GGUF replayed through its source architecture (the HF side of the pair, or --model)."""
+    from ...formats.registry import load
+    from ...match import align
+
+    if ctx.source_dir is None:
+        raise NormauditError(f"{path}: a GGUF is replayed through its source architecture",
+                             hint="compare it against its HF directory, or pass --model HF_DIR")
+    module, gt = replay_model(ctx.source_dir, model)
+    source = ctx.source_model if ctx.source_model is not None else load(ctx.source_dir)
+    # norm records for local replays: the GGUF's own (eps, stored weights) under the HF module ids
+    by_hf = {p.a.id: p.b for p in align(source, model).pairs}
+    norms = [replace(n, eps=g.eps, eps_source=g.eps_source, weight=g.weight, bias=g.bias, convention=g.convention,
+                     stored_one_plus=g.stored_one_plus) if (g := by_hf.get(n.id)) is not None else n
+             for n in source.norms]
+    records = replace(source, norms=norms)
+    runner = ModuleRunner(module, records, hf_forward,
+                          f"GGUF replay through transformers {type(module).__name__} ({gt.arch}, "
+                          + "; ".join(gt.notes or ["no transforms to undo"]) + ")")
+    runner.hints.vocab = config_vocab(source)
+    runner.hints.tokenizer_dirs = [ctx.source_dir]
+    runner.replay = gt
+    return runner

@@ -1,0 +1,88 @@
+"""BatchNorms folded into the conv / Gemm before them: find the conv the BN went into, and verify the fold."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..model import LinearOp, NormLayer, NormModel
+from .base import Context, PairResult, Severity, check
+from .pair import weight_metrics
+
+
+def fold_target(bn: NormLayer, src: NormModel, dst: NormModel, used: set[str]) -> tuple[LinearOp | None,
+                                                                                            LinearOp | None, str]:
+    """(source conv feeding the BN, conv in dst it was folded into, how it was found)."""
+    convs = {op.id: op for op in src.linear_ops}
+    conv_a = convs.get(bn.producer)
+    free = [op for op in dst.linear_ops if op.id not in used]
+    if conv_a is None and src.tensors:  # no graph on the BN side (a state_dict): the exporter's names link them
+        for op in free:
+            ref = src.tensors.get(op.weight.name)
+            if ref is not None and ref.shape == op.weight.shape and op.module in (bn.module, ""):
+                bias_name = op.weight.name.rsplit(".", 1)[0] + ".bias"
+                conv_a = LinearOp(op.weight.name.rsplit(".", 1)[0], op.op, ref, src.tensors.get(bias_name))
+                return conv_a, op, "fold (weight name)"
+    for op in free:
+        if op.module and op.module == bn.module:
+            return conv_a, op, "fold (scope)"
+    if conv_a is not None:
+        for op in free:
+            if (op.module and op.module == conv_a.module) or op.weight.name == conv_a.weight.name:
+                return conv_a, op, "fold (conv name)"
+        same = [op for op in free if op.weight.shape == conv_a.weight.shape]
+        if same:
+            return conv_a, same[0], "fold (order)"
+    return conv_a, None, ""
+
+
+@check("fold_mismatch", Severity.ERROR, scope="fold",
+       description="a BatchNorm folded into a conv/linear does not match W*g/sqrt(var+eps); the eps actually used is "
+                   "recovered from the folded weights")
+def fold(ctx: Context, bn: NormLayer, src: NormModel, dst: NormModel, used: set[str], bn_side: str) -> bool:
+    """Verify a BatchNorm of ``src`` folded into a conv of ``dst``. Returns True if it was handled."""
+    conv_a, conv_b, how = fold_target(bn, src, dst, used)
+    if conv_b is None or conv_a is None or bn.running_var is None or bn.running_mean is None:
+        return False
+    used.add(conv_b.id)
+    a_id, b_id = (bn.id, conv_b.id) if bn_side == "A" else (conv_b.id, bn.id)
+    if conv_a.weight.shape != conv_b.weight.shape:
+        ctx.finding("fold_mismatch", a_id, b_id, f"BatchNorm {bn.id} should be folded into {conv_b.id}, but conv "
+                    f"shapes differ ({conv_a.weight.shape} vs {conv_b.weight.shape})", "")
+        return True
+    w, var, mean = conv_a.weight.load(), bn.running_var.load().reshape(-1), bn.running_mean.load().reshape(-1)
+    gamma = bn.weight.load().reshape(-1) if bn.weight is not None else None
+    beta = bn.bias.load().reshape(-1) if bn.bias is not None else None
+    conv_bias = conv_a.bias.load() if conv_a.bias else None
+    wb = conv_b.weight.load()
+    if not (len(w) == len(var) == len(mean)):
+        ctx.finding("fold_mismatch", a_id, b_id, f"BatchNorm {bn.id} has {len(var)} channels, conv {conv_a.id} "
+                    f"has {len(w)} outputs", "")
+        return True
+    eps_used = kernels.recover_bn_eps(kernels.fit_fold_factor(w, wb), var, gamma)
+    # a BN side that stores no eps (a bare state_dict) is checked against the eps the fold itself used
+    eps = bn.eps if bn.eps is not None else max(eps_used, 0.0)
+    w_exp, b_exp = kernels.fold_batch_norm(w, conv_bias, mean, var, gamma, beta, eps)
+    bb = conv_b.bias.load().reshape(-1) if conv_b.bias is not None else np.zeros_like(b_exp)
+    mw, mb = weight_metrics(w_exp, wb), weight_metrics(b_exp, bb)
+    tol = ctx.th.fold_rel_l2
+    ctx.pairs.append(PairResult(a_id, b_id, "batch_norm", bn.eps if bn_side == "A" else eps_used,
+                                eps_used if bn_side == "A" else bn.eps, how, "folded into " + conv_b.op,
+                                {"max_abs": mw["max_abs"], "rel_l2": mw["rel_l2"], "cosine": mw["cosine"],
+                                 "bias_rel_l2": mb["rel_l2"]}))
+    if mw["rel_l2"] <= tol and mb["rel_l2"] <= tol:
+        return True
+    # is it the same fold with another eps?
+    w_alt, _ = kernels.fold_batch_norm(w, conv_bias, mean, var, gamma, beta, max(eps_used, 0.0))
+    alt_ok = weight_metrics(w_alt, wb)["rel_l2"] <= max(tol * 10, 1e-5)
+    if alt_ok and not np.isclose(eps_used, eps, rtol=0.05, atol=1e-9):
+        ctx.finding("fold_mismatch", a_id, b_id, f"BatchNorm {bn.id} was folded into {conv_b.id} with eps ≈ "
+                    f"{eps_used:.3g}; the source BN uses eps {eps:g}",
+                    "fold with the BatchNorm's own eps (check the exporter / fusion pass)",
+                    eps_used=eps_used, eps=eps, **mw)
+    else:
+        ctx.finding("fold_mismatch", a_id, b_id, f"conv {conv_b.id} does not match BatchNorm {bn.id} folded into "
+                    f"{conv_a.id}: weight rel L2 {mw['rel_l2']:.3g}, bias rel L2 {mb['rel_l2']:.3g} (best-fit eps "
+                    f"{eps_used:.3g})", "the fold used wrong statistics, gamma/beta or channel order",
+                    eps_used=eps_used, **mw)
+    return True

@@ -1,0 +1,83 @@
+"""PyTorch facts: aten norm ops (torch.export graphs), nn.Module norm classes and their eps attributes, and how
+norm tensors are named in state_dicts (the fallback when nothing better tells)."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from ..model import NormKind, Role
+
+
+class AtenNorm(NamedTuple):
+    """Argument positions of an aten norm op (torch/_C/_VariableFunctions / native_functions.yaml)."""
+
+    kind: NormKind
+    weight: int | None
+    bias: int | None
+    eps: int
+    running_mean: int | None
+    running_var: int | None
+    groups: int | None
+
+
+ATEN_NORMS: dict[str, AtenNorm] = {
+    "aten.layer_norm.default": AtenNorm(NormKind.LAYER_NORM, 2, 3, 4, None, None, None),
+    "aten.native_layer_norm.default": AtenNorm(NormKind.LAYER_NORM, 2, 3, 4, None, None, None),
+    "aten.rms_norm.default": AtenNorm(NormKind.RMS_NORM, 2, None, 3, None, None, None),
+    "aten._fused_rms_norm.default": AtenNorm(NormKind.RMS_NORM, 2, None, 3, None, None, None),
+    "aten.batch_norm.default": AtenNorm(NormKind.BATCH_NORM, 1, 2, 7, 3, 4, None),
+    "aten._native_batch_norm_legit_no_training.default": AtenNorm(NormKind.BATCH_NORM, 1, 2, 6, 3, 4, None),
+    "aten._native_batch_norm_legit.default": AtenNorm(NormKind.BATCH_NORM, 1, 2, 7, 3, 4, None),
+    "aten.native_batch_norm.default": AtenNorm(NormKind.BATCH_NORM, 1, 2, 7, 3, 4, None),
+    "aten.group_norm.default": AtenNorm(NormKind.GROUP_NORM, 2, 3, 4, None, None, 1),
+    "aten.native_group_norm.default": AtenNorm(NormKind.GROUP_NORM, 1, 2, 7, None, None, 6),
+    "aten.instance_norm.default": AtenNorm(NormKind.INSTANCE_NORM, 1, 2, 7, 3, 4, None),
+}
+#: eps of an aten norm op called without one (torch.nn.functional defaults)
+ATEN_DEFAULT_EPS = 1e-5
+#: aten ops a BatchNorm can be folded into -> conv / linear
+ATEN_LINEAR: dict[str, str] = {"aten.conv2d.default": "conv", "aten.conv1d.default": "conv",
+                               "aten.conv3d.default": "conv", "aten.convolution.default": "conv",
+                               "aten.linear.default": "linear"}
+#: aten ops that only change dtype / alias a value (followed through when matching decomposed norms)
+ATEN_CASTS: tuple[str, ...] = ("aten.to.dtype", "aten._to_copy.default", "aten.type_as.default", "aten.clone.default",
+                               "aten.to.dtype_layout", "aten.alias.default")
+
+#: nn.Module class name markers -> kind (first match wins; torch.nn, transformers, timm spellings)
+MODULE_KINDS: tuple[tuple[str, NormKind], ...] = (
+    ("BatchNorm", NormKind.BATCH_NORM), ("SyncBatchNorm", NormKind.BATCH_NORM),
+    ("GroupNorm", NormKind.GROUP_NORM), ("InstanceNorm", NormKind.INSTANCE_NORM),
+    ("RMSNorm", NormKind.RMS_NORM), ("T5LayerNorm", NormKind.RMS_NORM),
+    ("LayerNorm", NormKind.LAYER_NORM),
+)
+#: module attributes that hold the eps, in the order tried (torch.nn: eps; HF RMSNorms: variance_epsilon)
+EPS_ATTRS: tuple[str, ...] = ("eps", "variance_epsilon", "epsilon", "rms_norm_eps")
+#: class-name prefixes of transformers norm modules computing x * (1 + w)
+ONE_PLUS_CLASS_PREFIXES: tuple[str, ...] = ("Gemma", "RecurrentGemma", "Nemotron", "Qwen3Next")
+
+
+def module_kind(class_name: str) -> NormKind | None:
+    for marker, kind in MODULE_KINDS:
+        if marker in class_name:
+            return kind
+    return None
+
+
+# -- names in state_dicts (fallback) --------------------------------------------------------------
+
+#: last component of a module path that marks a norm layer
+NORM_MODULE_RE = re.compile(
+    r"(norm|layernorm|layer_norm|rmsnorm|batchnorm|groupnorm|instancenorm|"
+    r"^ln(_?\d+|_f|_post|_pre|_q|_kv)?$|^bn\d*$|^gn\d*$|_ln$|_bn$|^lnorm)",
+    re.IGNORECASE,
+)
+NORM_TENSOR_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+QK_NORM_RE = re.compile(r"(^|[._])(q|k|query|key)_?(norm|layernorm|ln)$", re.IGNORECASE)
+GROUP_NORM_RE = re.compile(r"(group_?norm|^gn\d*$)", re.IGNORECASE)
+INSTANCE_NORM_RE = re.compile(r"instance_?norm", re.IGNORECASE)
+
+
+def qk_role(module_path: str) -> Role:
+    """QK_NORM when the module's last name marks a query/key norm (q_norm, k_layernorm, ...)."""
+    return Role.QK_NORM if QK_NORM_RE.search((module_path or "").rsplit(".", 1)[-1]) else Role.NONE

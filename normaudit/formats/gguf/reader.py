@@ -1,0 +1,298 @@
+"""The one GGUF reader: a bounded walk over the header that validates as it goes, positioned reads of tensors.
+
+gguf-py's ``GGUFReader`` builds an object for every metadata value (a 32000-entry tokenizer array becomes
+~100K numpy slices) and trusts the counts a header claims.  normaudit needs a few keys and the tensor table,
+and the file may be hostile, so this reader walks the header once, checks every count and length against
+the bytes actually left in the file *before* it loops or allocates, keeps scalar values, and only records
+where arrays are (read on demand).  The format knowledge it needs comes from gguf-py: value types
+(``GGUFValueType``), quant block sizes (``GGML_QUANT_SIZES``), dequantization (``gguf.quants``) and tensor
+names (``TensorNameMap`` / ``TENSOR_NAMES``, see :mod:`.names`).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import CorruptFile
+
+GGUF_MAGIC = b"GGUF"
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_KEYS = 1 << 20  # far above any real file (tens to a few hundred keys)
+MAX_TENSORS = 1 << 22  # far above any real file (a 400B MoE has ~2-3K tensors)
+MAX_STRING = 1 << 24  # a single key or string value
+MAX_ELEMENTS = 1 << 40  # elements in one tensor
+
+# scalar value types -> struct format (little endian), from gguf-py's GGUFValueType numbering
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+_NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
+          7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
+
+# plain (non-block) GGML types gguf.quants cannot dequantize but numpy can read directly
+_PLAIN_TYPES = {"F64": np.float64, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+
+
+@dataclass(frozen=True)
+class ArrayRef:
+    """Where a metadata array is: read on demand (tokenizer arrays never are)."""
+
+    item_type: int
+    count: int
+    offset: int  # file offset of the first element
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dims: tuple[int, ...]  # GGML order (ne0 first)
+    type_id: int
+    type_name: str  # F32, F16, Q4_K, ...
+    offset: int  # absolute file offset of the data
+    nbytes: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """numpy (row-major) order."""
+        return tuple(reversed(self.dims))
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 1
+
+
+class _Cursor:
+    """Reads the header through a bounded buffer; every read is checked against the end of the file."""
+
+    def __init__(self, fh: Any, path: Path, size: int) -> None:
+        self.fh, self.path, self.size, self.pos = fh, path, size, 0
+        self.buf, self.buf_start = b"", 0
+
+    def _fail(self, what: str) -> CorruptFile:
+        return CorruptFile(f"{self.path}: corrupt or truncated GGUF: {what} at byte {self.pos} "
+                           f"(file is {self.size} bytes)")
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise self._fail(f"{what} needs {n} bytes beyond the end of the file")
+
+    def read(self, n: int, what: str) -> bytes:
+        self.need(n, what)
+        end = self.pos + n
+        if not (self.buf_start <= self.pos and end <= self.buf_start + len(self.buf)):
+            self.fh.seek(self.pos)
+            self.buf, self.buf_start = self.fh.read(max(n, 1 << 20)), self.pos
+        out = self.buf[self.pos - self.buf_start:end - self.buf_start]
+        self.pos = end
+        return out
+
+    def unpack(self, fmt: str, what: str) -> Any:
+        size = struct.calcsize("<" + fmt)
+        return struct.unpack("<" + fmt, self.read(size, what))[0]
+
+    def string(self, what: str) -> str:
+        n = self.unpack("Q", what + " length")
+        if n > MAX_STRING:
+            raise self._fail(f"{what} claims {n} bytes")
+        raw = self.read(n, what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._fail(f"{what} is not valid UTF-8") from None
+
+    def skip(self, n: int, what: str) -> None:
+        self.need(n, what)
+        self.pos += n
+
+
+class GgufFile:
+    """A GGUF file's metadata and tensor table, read once and validated."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.size = self.path.stat().st_size
+            with self.path.open("rb") as fh:
+                self._parse(_Cursor(fh, self.path, self.size))
+        except OSError as exc:
+            raise CorruptFile(f"{path}: cannot read GGUF file ({exc.strerror or exc})") from None
+
+    # -- header walk ---------------------------------------------------------------------------------
+    def _parse(self, cur: _Cursor) -> None:
+        if self.size < 24:
+            raise CorruptFile(f"{self.path}: not a GGUF file or truncated header ({self.size} bytes)")
+        if cur.read(4, "magic") != GGUF_MAGIC:
+            raise CorruptFile(f"{self.path}: not a GGUF file (bad magic)")
+        self.version = cur.unpack("I", "version")
+        if self.version not in (2, 3):
+            raise CorruptFile(f"{self.path}: unsupported GGUF version {self.version}",
+                              hint="normaudit reads GGUF v2 and v3")
+        n_tensors, n_kv = cur.unpack("Q", "tensor count"), cur.unpack("Q", "key count")
+        # smallest encodings: a KV is 8 + 1 + 4 + 1 bytes, a tensor info 8 + 1 + 4 + 8 + 4 + 8
+        if n_kv > MAX_KEYS or n_tensors > MAX_TENSORS or n_kv * 14 + n_tensors * 33 > self.size - 24:
+            raise CorruptFile(
+                f"{self.path}: corrupt or truncated GGUF: header claims {n_kv} metadata keys and {n_tensors} "
+                f"tensors, which cannot fit in {self.size} bytes")
+        self.fields: dict[str, Any] = {}
+        self.field_types: dict[str, int] = {}
+        for i in range(n_kv):
+            key = cur.string(f"metadata key #{i}")
+            vtype = cur.unpack("I", f"type of {key}")
+            self.field_types[key] = vtype
+            self.fields[key] = self._value(cur, vtype, key)
+        align = self.fields.get("general.alignment", 32)
+        if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1) or align > 1 << 16:
+            raise CorruptFile(f"{self.path}: corrupt GGUF: general.alignment {align!r} is not a power of two")
+        infos = []
+        for i in range(n_tensors):
+            name = cur.string(f"tensor #{i} name")
+            n_dims = cur.unpack("I", f"tensor {name} n_dims")
+            if n_dims > MAX_DIMS:
+                raise CorruptFile(f"{self.path}: corrupt GGUF: tensor {name} claims {n_dims} dimensions")
+            dims = tuple(cur.unpack("Q", f"tensor {name} dims") for _ in range(n_dims))
+            type_id = cur.unpack("I", f"tensor {name} type")
+            offset = cur.unpack("Q", f"tensor {name} offset")
+            infos.append((name, dims, type_id, offset))
+        self.data_offset = (cur.pos + align - 1) // align * align
+        self.tensors: dict[str, TensorInfo] = {}
+        for name, dims, type_id, offset in infos:
+            info = self._tensor_info(name, dims, type_id, offset)
+            if name in self.tensors:
+                raise CorruptFile(f"{self.path}: corrupt GGUF: tensor {name} appears twice")
+            self.tensors[name] = info
+
+    def _value(self, cur: _Cursor, vtype: int, key: str) -> Any:
+        if vtype in _SCALARS:
+            return cur.unpack(_SCALARS[vtype], f"value of {key}")
+        if vtype == _STRING:
+            return cur.string(f"value of {key}")
+        if vtype != _ARRAY:
+            raise CorruptFile(f"{self.path}: corrupt GGUF: key {key} has unknown value type {vtype}")
+        item_type = cur.unpack("I", f"array type of {key}")
+        count = cur.unpack("Q", f"array length of {key}")
+        start = cur.pos
+        if item_type in _SCALARS:
+            nbytes = count * struct.calcsize("<" + _SCALARS[item_type])
+            cur.skip(nbytes, f"array {key} ({count} elements)")
+        elif item_type == _STRING:
+            cur.need(count * 8, f"array {key} ({count} strings)")  # each string has at least its length
+            for i in range(count):
+                n = cur.unpack("Q", f"string #{i} of {key}")
+                cur.skip(n, f"string #{i} of {key}")
+            nbytes = cur.pos - start
+        else:  # arrays of arrays do not occur in GGUF files llama.cpp writes or reads
+            raise CorruptFile(f"{self.path}: corrupt GGUF: array {key} has unsupported element type {item_type}")
+        return ArrayRef(item_type, count, start, nbytes)
+
+    def _tensor_info(self, name: str, dims: tuple[int, ...], type_id: int, offset: int) -> TensorInfo:
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        try:
+            qtype = GGMLQuantizationType(type_id)
+        except ValueError:
+            raise CorruptFile(f"{self.path}: corrupt GGUF: tensor {name} has unknown type {type_id}") from None
+        block, type_size = GGML_QUANT_SIZES[qtype]
+        n = 1
+        for d in dims:
+            n *= d
+        if n > MAX_ELEMENTS:
+            raise CorruptFile(f"{self.path}: corrupt GGUF: tensor {name} claims {n} elements")
+        if dims and dims[0] % block:
+            raise CorruptFile(f"{self.path}: corrupt GGUF: tensor {name} row of {dims[0]} is not a multiple of "
+                              f"the {qtype.name} block size {block}")
+        nbytes = n // block * type_size
+        start = self.data_offset + offset
+        if start + nbytes > self.size:
+            raise CorruptFile(f"{self.path}: corrupt or truncated GGUF: tensor {name} ({nbytes} bytes at offset "
+                              f"{offset}) extends beyond the end of the file")
+        return TensorInfo(name, dims, type_id, qtype.name, start, nbytes)
+
+    # -- metadata --------------------------------------------------------------------------------------
+    def value(self, key: str) -> Any:
+        """A scalar or string value as stored (arrays: see :meth:`array`); None when absent."""
+        v = self.fields.get(key)
+        return self.array(key) if isinstance(v, ArrayRef) else v
+
+    def array(self, key: str, limit: int = 1 << 16) -> list[Any] | None:
+        """A numeric/string array value, read now (refused beyond ``limit`` elements)."""
+        ref = self.fields.get(key)
+        if not isinstance(ref, ArrayRef):
+            return None
+        if ref.count > limit:
+            raise CorruptFile(f"{self.path}: array {key} has {ref.count} elements, more than normaudit reads")
+        raw = self._pread(ref.offset, ref.nbytes)
+        if ref.item_type in _NUMPY:
+            return np.frombuffer(raw, dtype=np.dtype(_NUMPY[ref.item_type]).newbyteorder("<")).tolist()
+        out, pos = [], 0
+        for _ in range(ref.count):
+            (n,) = struct.unpack_from("<Q", raw, pos)
+            out.append(raw[pos + 8:pos + 8 + n].decode("utf-8", "replace"))
+            pos += 8 + n
+        return out
+
+    def float32(self, key: str) -> float | None:
+        """A float metadata value exactly as a float32 holds it, widened to a Python float."""
+        v = self.fields.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        return float(np.float32(v))
+
+    def int_value(self, key: str) -> int | None:
+        v = self.fields.get(key)
+        return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+    @cached_property
+    def architecture(self) -> str:
+        arch = self.fields.get("general.architecture")
+        if not isinstance(arch, str) or not arch:
+            raise CorruptFile(f"{self.path}: GGUF has no general.architecture key")
+        return arch
+
+    @cached_property
+    def n_blocks(self) -> int:
+        """Blocks actually present (``blk.N`` tensors); a ``block_count`` key claiming more is not trusted."""
+        from .names import block_index
+
+        present = [block_index(t) for t in self.tensors]
+        return 1 + max((b for b in present if b is not None), default=-1)
+
+    # -- tensors ----------------------------------------------------------------------------------------
+    def _pread(self, offset: int, nbytes: int) -> bytes:
+        if offset < 0 or offset + nbytes > self.size:
+            raise CorruptFile(f"{self.path}: read of {nbytes} bytes at {offset} is beyond the end of the file")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, nbytes, offset)
+        finally:
+            os.close(fd)
+        if len(data) != nbytes:
+            raise CorruptFile(f"{self.path}: file shrank while reading ({len(data)} of {nbytes} bytes)")
+        return data
+
+    def read(self, name: str) -> np.ndarray:
+        """A tensor dequantized to float32, in numpy (row-major) order."""
+        from gguf.constants import GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        t = self.tensors[name]
+        if t.n_elements == 0:
+            raise CorruptFile(f"{self.path}: tensor {name} has no elements (shape {list(t.shape)})")
+        raw = np.frombuffer(self._pread(t.offset, t.nbytes), dtype=np.uint8)
+        if t.type_name in _PLAIN_TYPES:
+            values = raw.view(np.dtype(_PLAIN_TYPES[t.type_name]).newbyteorder("<"))
+        else:
+            qtype = GGMLQuantizationType(t.type_id)
+            rows = raw.reshape(-1, t.nbytes // max(1, t.n_elements // t.dims[0])) if t.dims else raw
+            try:
+                values = dequantize(rows, qtype)
+            except NotImplementedError:
+                raise CorruptFile(f"{self.path}: tensor {name} is stored as {t.type_name}, which gguf-py cannot "
+                                  "dequantize") from None
+        return np.array(values, dtype=np.float32).reshape(t.shape)  # a writable copy

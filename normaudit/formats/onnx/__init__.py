@@ -1,0 +1,124 @@
+"""ONNX: fused norm ops (ONNX and ONNX Runtime contrib) and the decomposed patterns exporters write, with eps
+read from the attribute or from the Add(eps) constant; convs/Gemms kept for BatchNorm fold checks."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+from ...errors import CorruptFile, reading
+from ...facts.torch import qk_role
+from ...model import LinearOp, NormKind, NormLayer, NormModel, unique_ids
+from ..base import LoadOptions, Probe
+from .graph import OnnxGraph, attr, metadata, module_of
+from .patterns import Found, decomposed, fused, group_norm_from_instance, layer_id
+
+
+def find_norms(g: OnnxGraph) -> list[Found]:
+    """Every norm in graph order: fused ops first, else a decomposed pattern anchored at the node."""
+    used: set[int] = set()
+    found_list: list[Found] = []
+    for node in g.nodes:
+        if id(node) in used:
+            continue
+        found = fused(g, node)
+        if found is not None and found.kind is NormKind.INSTANCE_NORM:
+            found = group_norm_from_instance(g, found, node)
+        if found is None:
+            found = decomposed(g, node)
+        if found is None:
+            continue
+        used.update(id(n) for n in found.nodes)
+        found_list.append(found)
+    return found_list
+
+
+def _layer(g: OnnxGraph, found: Found) -> NormLayer:
+    ident, module = layer_id(g, found)
+    layer = NormLayer(
+        id=ident, kind=found.kind, eps=found.eps, eps_source=found.eps_source, eps_detail=found.eps_detail,
+        eps_dtype=found.eps_dtype,
+        weight=found.weight.ref() if found.weight else None,
+        bias=found.bias.ref() if found.bias else None,
+        running_mean=found.mean.ref() if found.mean else None,
+        running_var=found.var.ref() if found.var else None,
+        num_groups=int(found.num_groups) if found.num_groups else None,
+        axis=found.axis, module=module, role=qk_role(module),
+        nodes=[n.name or n.output[0] for n in found.nodes], notes=list(found.notes),
+        input_name=found.input_name, output_name=found.output_name,
+    )
+    for c in (found.weight, found.bias):
+        if c is not None and c.via:
+            layer.notes.append(f"{c.name} reaches the norm through {c.via}")
+    return layer
+
+
+def _linear_ops(g: OnnxGraph) -> list[LinearOp]:
+    """Convs and Gemms with constant weights: where BatchNorms get folded to."""
+    ops = []
+    for node in g.nodes:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+            continue
+        w = g.const(node.input[1])
+        if w is None:
+            continue
+        b = g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "Gemm" and not attr(node, "transB", 0):
+            continue  # weight is (in, out): not the layout a folded BN scales per row
+        ops.append(LinearOp(node.name or node.output[0], "conv" if node.op_type == "Conv" else "linear",
+                            w.ref(), b.ref() if b else None, module_of(node), [node.name]))
+    return ops
+
+
+def load_onnx(path: Path) -> NormModel:
+    import onnx
+
+    with reading(path, "corrupt or truncated ONNX file"):
+        model = onnx.load(str(path), load_external_data=False)
+    if not model.graph.node:
+        raise CorruptFile(f"{path}: ONNX file has an empty graph (corrupt, truncated or not an ONNX model)")
+    g = OnnxGraph(model, path.parent)
+    norms = [_layer(g, found) for found in find_norms(g)]
+    unique_ids(norms)  # the same module applied twice (or shared scopes) keeps distinct ids
+    out = NormModel(path=str(path), format="onnx", architecture=_architecture(g), norms=norms, container="onnx",
+                    linear_ops=_linear_ops(g))
+    out.metadata = {"opsets": {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import},
+                    "producer": f"{model.producer_name} {model.producer_version}".strip()}
+    return out
+
+
+def _architecture(g: OnnxGraph) -> str | None:
+    """The exported PyTorch class (from dynamo's class hierarchy metadata), if recorded."""
+    for node in g.nodes[:50]:
+        hier = metadata(node).get("pkg.torch.onnx.class_hierarchy")
+        if not hier:
+            continue
+        try:
+            classes = ast.literal_eval(hier)
+        except (ValueError, SyntaxError):
+            continue
+        for cls in classes:
+            if isinstance(cls, str) and cls.startswith("transformers.models."):
+                return cls.rsplit(".", 1)[-1]
+        if classes:
+            return str(classes[0]).rsplit(".", 1)[-1]
+    return None
+
+
+class OnnxFormat:
+    name = "onnx"
+    family = "onnx"
+    description = "ONNX protobuf"
+
+    def sniff(self, probe: Probe) -> bool:
+        # ModelProto starts with field 1 (ir_version, varint: 0x08) in every exporter we know; else the suffix
+        return not probe.is_dir and (probe.head[:1] == b"\x08" or probe.path.suffix.lower() == ".onnx")
+
+    def load(self, path: Path, options: LoadOptions) -> NormModel:
+        return load_onnx(path)
+
+    def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
+        from ...activations.runners.onnx import OnnxRunner
+
+        return OnnxRunner(path, model)

@@ -1,0 +1,204 @@
+"""torch.export programs (.pt2): norms read from the graph's aten ops (fused norm ops and HF's decomposed
+RMSNorm), with eps from the op's arguments; convs/linears kept for BatchNorm fold checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import CorruptFile, brief
+from ...facts.torch import ATEN_CASTS, ATEN_DEFAULT_EPS, ATEN_LINEAR, ATEN_NORMS, qk_role
+from ...model import Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, unique_ids
+from .pickle_guard import check_pt2_archive
+from .tensors import torch_ref
+
+
+def load_export(path: Path, trust_pickle: bool = False) -> NormModel:
+    import torch
+
+    if not trust_pickle:
+        check_pt2_archive(path)
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:
+        raise CorruptFile(f"{path}: cannot load torch.export program ({brief(exc)})") from None
+    sig = ep.graph_signature
+    placeholder_to_state = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    placeholder_to_state.update(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    state = dict(ep.state_dict)
+    state.update(getattr(ep, "constants", {}) or {})
+
+    def ref_for(arg: Any) -> TensorRef | None:
+        name = placeholder_to_state.get(getattr(arg, "name", None)) if isinstance(arg, torch.fx.Node) else None
+        if name is None or name not in state:
+            return None
+        return torch_ref(name, state[name])
+
+    norms, linear_ops = norms_from_graph(ep.graph.nodes, ref_for)
+    return NormModel(path=str(path), format="pytorch", architecture=_export_arch(ep.graph.nodes), norms=norms,
+                     container="torch_export", linear_ops=linear_ops)
+
+
+def norms_from_graph(nodes: Any, ref_for: Any) -> tuple[list[NormLayer], list[LinearOp]]:
+    """Norms and convs/linears of an export graph (fx nodes, or nodes read from the archive's JSON)."""
+    norms: list[NormLayer] = []
+    linear_ops: dict[str, LinearOp] = {}  # node name -> op
+    for node in nodes:
+        if node.op != "call_function":
+            continue
+        target = str(node.target)
+        if target in ATEN_LINEAR:
+            w = ref_for(node.args[1]) if len(node.args) > 1 else None
+            if w is not None:
+                b = ref_for(node.args[2]) if len(node.args) > 2 else None
+                module = _module_path(node) or w.name.rsplit(".", 1)[0]
+                linear_ops[node.name] = LinearOp(module, ATEN_LINEAR[target], w, b, module, [node.name])
+            continue
+        spec = ATEN_NORMS.get(target)
+        if spec is not None:
+            layer = _export_norm(node, target, spec, ref_for)
+            src = node.args[0] if node.args else None
+            layer.input_name = getattr(src, "name", "")
+            layer.output_name = node.name
+            if "native" in target or "legit" in target:  # tuple results: the output is getitem 0
+                for user in node.users:
+                    if str(user.target) == "<built-in function getitem>" and user.args[1] == 0:
+                        layer.output_name = user.name
+            if getattr(src, "name", None) in linear_ops:
+                layer.producer = linear_ops[src.name].id
+            norms.append(layer)
+            continue
+        layer = _export_decomposed_rms(node, ref_for)
+        if layer is not None:
+            norms.append(layer)
+    unique_ids(norms)
+    return norms, list(linear_ops.values())
+
+
+def _arg(node: Any, idx: int | None, name: str) -> Any:
+    if idx is None:
+        return None
+    if len(node.args) > idx:
+        return node.args[idx]
+    return node.kwargs.get(name)
+
+
+def _module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return str(path).replace("L['self'].", "").replace("L__self__.", "")
+
+
+def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer:
+    kind, wi, bi, ei, mi, vi, gi = spec
+    weight, bias = ref_for(_arg(node, wi, "weight")), ref_for(_arg(node, bi, "bias"))
+    eps_arg = _arg(node, ei, "eps")
+    notes: list[str] = []
+    if eps_arg is None:
+        if kind is NormKind.RMS_NORM:
+            eps, detail = None, f"{target}: eps=None (torch uses finfo(input dtype).eps)"
+            notes.append("rms_norm called with eps=None: torch substitutes the input dtype's machine epsilon")
+        else:
+            eps, detail = ATEN_DEFAULT_EPS, f"{target} default eps"
+    else:
+        eps, detail = float(np.float32(eps_arg)), f"{target} eps argument of node {node.name}"
+    module = _module_path(node)
+    if not module:
+        for r in (weight, bias):
+            if r is not None and "." in r.name:
+                module = r.name.rsplit(".", 1)[0]
+                break
+    layer = NormLayer(
+        id=module or node.name, kind=kind, eps=eps,
+        eps_source=EpsSource.EXPORT_GRAPH if eps is not None else EpsSource.UNKNOWN, eps_detail=detail,
+        weight=weight, bias=bias,
+        running_mean=ref_for(_arg(node, mi, "running_mean")), running_var=ref_for(_arg(node, vi, "running_var")),
+        num_groups=int(_arg(node, gi, "group")) if gi is not None and isinstance(_arg(node, gi, "group"), int) else None,
+        module=module, nodes=[node.name], notes=notes,
+    )
+    if kind is NormKind.GROUP_NORM and layer.num_groups is None:
+        layer.num_groups = int(_arg(node, gi, "num_groups") or 0) or None
+    layer.role = qk_role(module)
+    return layer
+
+
+def _export_decomposed_rms(node: Any, ref_for: Any) -> NormLayer | None:
+    """aten.rsqrt(add(mean(pow(x, 2)), eps)) -> mul(x, .) -> mul(weight, .)  (HF RMSNorm in an export)."""
+    if str(node.target) != "aten.rsqrt.default":
+        return None
+    add = node.args[0]
+    if str(getattr(add, "target", "")) not in ("aten.add.Tensor", "aten.add.Scalar"):
+        return None
+    mean, eps = add.args[0], add.args[1]
+    if not isinstance(eps, (int, float)) or str(getattr(mean, "target", "")) != "aten.mean.dim":
+        return None
+    pw = mean.args[0]
+    if str(getattr(pw, "target", "")) != "aten.pow.Tensor_Scalar" or pw.args[1] != 2:
+        return None
+    weight, one_plus, out_node = _export_weight_after(node, ref_for)
+    module = _module_path(node)
+    layer = NormLayer(
+        id=module or node.name, kind=NormKind.RMS_NORM, eps=float(np.float32(eps)),
+        eps_source=EpsSource.EXPORT_GRAPH, eps_detail=f"aten.add eps constant of node {add.name}",
+        weight=weight, module=module, nodes=[pw.name, mean.name, add.name, node.name],
+        convention=Convention.ONE_PLUS if one_plus else Convention.SCALE,
+        notes=["decomposed RMSNorm pattern"] + (["weight enters as (1 + w)"] if one_plus else []),
+        input_name=getattr(pw.args[0], "name", ""), output_name=out_node,
+    )
+    layer.role = qk_role(module)
+    return layer
+
+
+_CASTS = ATEN_CASTS
+
+
+def _single_user(node: Any) -> Any | None:
+    users = [u for u in node.users if str(u.target) != "aten._assert_tensor_metadata.default"]
+    return users[0] if len(users) == 1 else None
+
+
+def _export_weight_after(rsqrt: Any, ref_for: Any) -> tuple[TensorRef | None, bool, str]:
+    """Follow x * rsqrt(.) forward (through casts) to the Mul by the weight.
+
+    Returns (weight, enters as 1 + w, name of the node holding the norm's output)."""
+    node = _single_user(rsqrt)  # mul(x, rsqrt)
+    if node is None or str(node.target) != "aten.mul.Tensor":
+        return None, False, rsqrt.name
+    nxt = _single_user(node)
+    while nxt is not None and str(nxt.target) in _CASTS:
+        node, nxt = nxt, _single_user(nxt)
+    if nxt is None or str(nxt.target) != "aten.mul.Tensor":
+        return None, False, node.name
+    for arg in nxt.args:
+        if arg is node:
+            continue
+        one_plus = False
+        while hasattr(arg, "target"):
+            target = str(arg.target)
+            if target in _CASTS:
+                arg = arg.args[0]
+            elif target in ("aten.add.Tensor", "aten.add.Scalar") and len(arg.args) == 2 and arg.args[1] == 1.0:
+                one_plus, arg = True, arg.args[0]
+            else:
+                break
+        ref = ref_for(arg)
+        if ref is not None:
+            return ref, one_plus, nxt.name
+    return None, False, node.name
+
+
+def _export_arch(nodes: Any) -> str | None:
+    """The exported model's class: the transformers class if a wrapper holds one, else the root class."""
+    first = None
+    for node in nodes:
+        for _, (_, cls) in (node.meta.get("nn_module_stack") or {}).items():
+            first = first or str(cls)
+            if str(cls).startswith("transformers.models."):
+                return str(cls).rsplit(".", 1)[-1]
+    return first.rsplit(".", 1)[-1] if first else None
+
+

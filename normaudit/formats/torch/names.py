@@ -1,0 +1,93 @@
+"""Norm layers of a flat name -> tensor mapping (a state_dict or safetensors checkpoint), found by module
+names and tensor shapes, with eps from an HF config.json.  The fallback when no module tells more."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...facts import hf as hf_facts
+from ...facts.torch import GROUP_NORM_RE, INSTANCE_NORM_RE, NORM_MODULE_RE, NORM_TENSOR_SUFFIXES, qk_role
+from ...model import Convention, EpsSource, NormKind, NormLayer, NormModel, TensorRef
+from .hf_config import architecture_of, config_value, model_type_of
+
+
+def natural(name: str) -> list:
+    """Sort key putting model.layers.2 before model.layers.10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+def _group_modules(refs: dict[str, TensorRef]) -> dict[str, dict[str, TensorRef]]:
+    modules: dict[str, dict[str, TensorRef]] = {}
+    for name, ref in refs.items():
+        prefix, _, suffix = name.rpartition(".")
+        if not prefix or suffix not in NORM_TENSOR_SUFFIXES:
+            continue
+        if not NORM_MODULE_RE.search(prefix.rsplit(".", 1)[-1]):
+            continue
+        modules.setdefault(prefix, {})[suffix] = ref
+    out = {}
+    for prefix, parts in modules.items():
+        w = parts.get("weight")
+        if w is None and "running_var" not in parts:
+            continue
+        if w is not None and len(w.shape) != 1:
+            continue  # not a norm's per-channel scale
+        out[prefix] = parts
+    return out
+
+
+def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None = None) -> list[NormLayer]:
+    """Find norm layers in a flat name -> tensor mapping (a state_dict), with eps from an HF config."""
+    config = config or {}
+    model_type = model_type_of(config) if config else None
+    top_type = config.get("model_type") if config else None
+    arch_kind = hf_facts.NORM_KIND.get(model_type or "") or hf_facts.NORM_KIND.get(top_type or "")
+    one_plus = (model_type in hf_facts.ONE_PLUS_MODEL_TYPES) or (top_type in hf_facts.ONE_PLUS_MODEL_TYPES)
+    norms: list[NormLayer] = []
+    for prefix, parts in sorted(_group_modules(refs).items(), key=lambda kv: natural(kv[0])):
+        last = prefix.rsplit(".", 1)[-1]
+        notes: list[str] = []
+        if "running_var" in parts or "running_mean" in parts:
+            kind = NormKind.BATCH_NORM
+        elif GROUP_NORM_RE.search(last):
+            kind = NormKind.GROUP_NORM
+        elif INSTANCE_NORM_RE.search(last):
+            kind = NormKind.INSTANCE_NORM
+        elif arch_kind is not None:
+            kind = NormKind.LAYER_NORM if "bias" in parts else arch_kind
+        else:
+            kind = NormKind.LAYER_NORM if "bias" in parts else NormKind.RMS_NORM
+            notes.append("kind guessed from the tensors (bias -> LayerNorm, none -> RMSNorm): no config")
+        eps, source, detail = None, EpsSource.UNKNOWN, ""
+        hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ())) if config else None
+        if hit is not None:
+            eps, source, detail = float(np.float32(hit[0])), EpsSource.HF_CONFIG, f"config.json {hit[1]}"
+        elif not config:
+            detail = "a state_dict stores no eps: pass a config or a .pt2 / module to know it"
+        convention = Convention.SCALE
+        if one_plus and kind in (NormKind.RMS_NORM, NormKind.LAYER_NORM) \
+                and not prefix.endswith(hf_facts.ONE_PLUS_EXCEPTIONS):
+            convention = Convention.ONE_PLUS
+        norms.append(NormLayer(
+            id=prefix, kind=kind, eps=eps, eps_source=source, eps_detail=detail,
+            weight=parts.get("weight"), bias=parts.get("bias"),
+            running_mean=parts.get("running_mean"), running_var=parts.get("running_var"),
+            convention=convention, convention_known=bool(config), module=prefix, notes=notes, role=qk_role(prefix),
+        ))
+    return norms
+
+
+def model_from_tensors(path: Path, container: str, refs: dict[str, TensorRef],
+                       config: dict[str, Any] | None) -> NormModel:
+    """A NormModel of a checkpoint (flat tensors), eps and kinds from its config when there is one."""
+    model = NormModel(path=str(path), format="pytorch", architecture=architecture_of(config) if config else None,
+                      norms=norms_from_tensors(refs, config), container=container, tensors=refs)
+    if config:
+        model.metadata = {"model_type": model_type_of(config), "config": config}
+    else:
+        model.notes.append("no config.json: eps unknown, kinds guessed from tensor names")
+    return model
