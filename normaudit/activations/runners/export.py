@@ -17,10 +17,10 @@ def export_runner(path: Path, model: NormModel, ctx: RunContext) -> "ExportRunne
     """Load the program for running (after the loader refused anything that would unpickle) and learn its inputs."""
     import torch
 
-    from ...formats.torch.pickle_guard import check_pt2_archive
+    from ...formats.torch.pt2_archive import refuse_unsafe
 
     if not ctx.options.trust_pickle:
-        check_pt2_archive(path)
+        refuse_unsafe(path)  # every program, every layout: nothing torch.export.load would unpickle
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:

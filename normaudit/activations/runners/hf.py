@@ -200,8 +200,10 @@ def hf_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
 
 
 def module_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
-    """A trusted pickled nn.Module (loaded once by the loader, with --trust-pickle)."""
-    module = model.handle
-    if module is None or model.container != "module":
+    """A trusted pickled nn.Module, run in this process (--trust-pickle: the user vouches for the file)."""
+    import torch
+
+    if model.container != "module" or not ctx.options.trust_pickle:
         raise NormauditError(f"{path}: a state_dict has no code to run", hint="use the HF dir or the .pt2")
+    module = torch.load(str(path), map_location="cpu", weights_only=False)
     return ModuleRunner(module.eval(), model, module_forward, f"nn.Module {type(module).__name__}")

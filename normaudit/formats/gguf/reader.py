@@ -11,7 +11,6 @@ names (``TensorNameMap`` / ``TENSOR_NAMES``, see :mod:`.names`).
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptFile
+from ...fileio import pread_exact
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -265,16 +265,9 @@ class GgufFile:
 
     # -- tensors ----------------------------------------------------------------------------------------
     def _pread(self, offset: int, nbytes: int) -> bytes:
-        if offset < 0 or offset + nbytes > self.size:
+        if offset + nbytes > self.size:
             raise CorruptFile(f"{self.path}: read of {nbytes} bytes at {offset} is beyond the end of the file")
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            data = os.pread(fd, nbytes, offset)
-        finally:
-            os.close(fd)
-        if len(data) != nbytes:
-            raise CorruptFile(f"{self.path}: file shrank while reading ({len(data)} of {nbytes} bytes)")
-        return data
+        return pread_exact(self.path, offset, nbytes)
 
     def read(self, name: str) -> np.ndarray:
         """A tensor dequantized to float32, in numpy (row-major) order."""

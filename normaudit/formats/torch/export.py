@@ -8,18 +8,48 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import CorruptFile, brief
+from ...errors import CorruptFile, UnsupportedFormat, brief
 from ...facts.torch import ATEN_CASTS, ATEN_DEFAULT_EPS, ATEN_LINEAR, ATEN_NORMS, qk_role
 from ...model import Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, unique_ids
-from .pickle_guard import check_pt2_archive
+from .pt2_archive import Pt2Node, read_pt2
 from .tensors import torch_ref
 
 
 def load_export(path: Path, trust_pickle: bool = False) -> NormModel:
+    """Norms of a .pt2 archive, read without torch (the archive's JSON graph and raw weights).
+
+    An archive with pickled payloads is refused unless ``trust_pickle``; then torch's own loader reads it,
+    in a child process with memory and time limits (:mod:`normaudit.sandbox`)."""
+    try:
+        archive = read_pt2(path, trust_pickle=trust_pickle)
+    except UnsupportedFormat:
+        if not trust_pickle:
+            raise
+        archive = None  # the older pickled layout: only torch can read it
+    if archive is None or any(p.pickled for p in archive.programs.values()):
+        from ...sandbox import load_isolated
+
+        return load_isolated("normaudit.formats.torch.export:load_export_with_torch", path,
+                             what="torch.export.load (trusted pickles)")
+    prog = archive.main
+    placeholder_to_state = {**prog.inputs_to_parameters, **prog.inputs_to_buffers,
+                            **prog.inputs_to_lifted_tensor_constants}
+
+    def ref_for(arg: Any) -> TensorRef | None:
+        name = placeholder_to_state.get(arg.name) if isinstance(arg, Pt2Node) else None
+        return prog.state.get(name) if name is not None else None
+
+    norms, linear_ops = norms_from_graph(prog.nodes, ref_for)
+    model = NormModel(path=str(path), format="pytorch", architecture=_export_arch(prog.nodes), norms=norms,
+                      container="torch_export", linear_ops=linear_ops)
+    model.handle = archive
+    return model
+
+
+def load_export_with_torch(path: Path) -> NormModel:
+    """torch.export.load + the same graph walk (fx nodes). Runs only in the sandbox child, for trusted files."""
     import torch
 
-    if not trust_pickle:
-        check_pt2_archive(path)
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:

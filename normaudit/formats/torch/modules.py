@@ -53,6 +53,22 @@ def norms_from_module(root: Any) -> list[NormLayer]:
 
 
 def load_torchscript(path: Path) -> NormModel:
+    """TorchScript archives are read by torch.jit.load, which crashes on some crafted files: in a child process."""
+    from ...sandbox import load_isolated
+
+    return load_isolated("normaudit.formats.torch.modules:load_torchscript_in_process", path,
+                         what="the TorchScript loader (torch.jit.load)")
+
+
+def load_pickled_module(path: Path) -> NormModel:
+    """Only reached with --trust-pickle: full unpickling, in a child process with memory and time limits."""
+    from ...sandbox import load_isolated
+
+    return load_isolated("normaudit.formats.torch.modules:load_pickled_in_process", path,
+                         what="unpickling (--trust-pickle)")
+
+
+def load_torchscript_in_process(path: Path) -> NormModel:
     import torch
 
     try:
@@ -63,8 +79,8 @@ def load_torchscript(path: Path) -> NormModel:
                      norms=norms_from_module(mod), container="torchscript")
 
 
-def load_pickled_module(path: Path) -> NormModel:
-    """Only reached with --trust-pickle: full unpickling of an nn.Module."""
+def load_pickled_in_process(path: Path) -> NormModel:
+    """Full unpickling of an nn.Module or a checkpoint (sandbox child only)."""
     import torch
 
     try:
@@ -83,6 +99,5 @@ def load_pickled_module(path: Path) -> NormModel:
                         n.eps, n.eps_source, n.eps_detail = float(np.float32(hit[0])), EpsSource.HF_CONFIG, hit[1]
         model = NormModel(path=str(path), format="pytorch", architecture=type(obj).__name__, norms=norms,
                           container="module")
-        model.handle = obj  # the activation runner runs this very module (unpickled once)
         return model
     return model_from_tensors(path, "state_dict", flatten_state(obj, path), None)

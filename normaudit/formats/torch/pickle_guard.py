@@ -7,10 +7,7 @@ unpickler: tensors and plain containers only) and a file that needs more is refu
 
 from __future__ import annotations
 
-import io
-import json
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,50 +56,3 @@ def flatten_state(obj: Any, path: Path) -> dict[str, TensorRef]:
     if not isinstance(obj, dict):
         raise NormauditError(f"{path}: not a state_dict (found {type(obj).__name__})")
     return {str(k): torch_ref(str(k), v) for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-def check_pt2_archive(path: Path) -> None:
-    """Refuse .pt2 archives whose loading would unpickle arbitrary objects.
-
-    torch.export.load unpickles (weights_only=False) any weight or constant marked ``use_pickle``, custom and
-    opaque object constants, legacy ``.pt`` payloads, and falls back to a full unpickle of sample inputs that
-    a weights_only load rejects.  Archives written by torch.export.save for plain tensors use none of these.
-    """
-    import torch
-
-    reasons: list[str] = []
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            for name in names:
-                if name.endswith(("data/weights/model_weights_config.json",
-                                  "data/constants/model_constants_config.json")):
-                    info = zf.getinfo(name)
-                    if info.file_size > 64 * 2**20:
-                        reasons.append(f"{name} is {info.file_size} bytes")
-                        continue
-                    config = json.loads(zf.read(name)).get("config", {})
-                    for fqn, meta in (config.items() if isinstance(config, dict) else []):
-                        path_name = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
-                        if not isinstance(meta, dict) or meta.get("use_pickle"):
-                            reasons.append(f"{fqn} is stored as a pickle")
-                        elif path_name.startswith(("custom_obj", "opaque_obj")):
-                            reasons.append(f"{fqn} is a pickled {path_name.split('_', 1)[0]} object")
-                elif "/data/weights/" in name and name.endswith(".pt") or \
-                        "/data/constants/" in name and name.endswith(".pt"):
-                    reasons.append(f"{name} is a legacy pickled payload")
-            for name in names:
-                if "/data/sample_inputs/" in name and name.endswith(".pt"):
-                    try:
-                        torch.load(io.BytesIO(zf.read(name)), weights_only=True)
-                    except Exception:
-                        reasons.append(f"{name} needs a full unpickle")
-    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
-        raise CorruptFile(f"{path}: corrupt .pt2 archive ({brief(exc)})") from None
-    if reasons:
-        raise UntrustedPickle(f"{path}: refused to load: {reasons[0]}" +
-                              (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "") +
-                              "; torch.export.load would unpickle it, which can run arbitrary code",
-                              hint=PICKLE_HINT)
-
-

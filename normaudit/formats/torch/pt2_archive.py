@@ -243,6 +243,11 @@ def unsafe_reasons(path: Path) -> list[str]:
         return _unsafe_reasons(arc)
 
 
+def refuse_unsafe(path: Path) -> None:
+    """Raise UntrustedPickle if ``torch.export.load`` would unpickle anything from this archive."""
+    _refuse(Path(path), unsafe_reasons(path))
+
+
 # -- zip container ---------------------------------------------------------------------------------------
 
 

@@ -4,13 +4,13 @@ with positioned reads, no torch needed) and torch tensors of already loaded obje
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from ...errors import CorruptFile, reading
+from ...fileio import pread_exact
 from ...model import TensorRef, dtype_name
 
 MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
@@ -75,14 +75,7 @@ def safetensors_refs(files: Iterable[Path]) -> dict[str, TensorRef]:
 
 def _pread_loader(path: Path, offset: int, nbytes: int, dtype: Any, shape: tuple[int, ...]) -> Any:
     def load() -> np.ndarray:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            raw = os.pread(fd, nbytes, offset)
-        finally:
-            os.close(fd)
-        if len(raw) != nbytes:
-            raise CorruptFile(f"{path}: file shrank while reading ({len(raw)} of {nbytes} bytes)")
-        return np.frombuffer(raw, dtype=dtype).astype(np.float32).reshape(shape)
+        return np.frombuffer(pread_exact(path, offset, nbytes), dtype=dtype).astype(np.float32).reshape(shape)
 
     return load
 
