@@ -212,8 +212,21 @@ def checks() -> None:
         typer.echo(f"{name:22s} {spec.severity.value:8s} {spec.scope:10s} {spec.description}")
 
 
+def _quiet_third_parties() -> None:
+    """Library loggers and warnings (torch, onnx, transformers) must not print tracebacks or noise around
+    normaudit's own output; NORMAUDIT_DEBUG=1 keeps them."""
+    import logging
+    import warnings
+
+    if not os.environ.get("NORMAUDIT_DEBUG"):
+        logging.disable(logging.CRITICAL)
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
 def run() -> None:
     """Console-script entry point."""
+    _quiet_third_parties()
     try:
         app()
     except SystemExit as exc:  # click uses exit code 2 for usage errors already

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import CorruptFile
+
 
 class NormKind(str, enum.Enum):
     LAYER_NORM = "layer_norm"
@@ -59,11 +61,19 @@ class TensorRef:
     dtype: str  # stored dtype, e.g. F32, F16, BF16, Q8_0, Q4_K
     loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
     _value: np.ndarray | None = field(default=None, repr=False, compare=False)
+    source: str = field(default="", compare=False)  # the file it comes from (for error lines)
 
     def load(self) -> np.ndarray:
         """Values as float32 (dequantized if stored quantized), cached."""
         if self._value is None:
-            self._value = np.asarray(self.loader(), dtype=np.float32).reshape(self.shape)
+            where = f"{self.source}: tensor {self.name}" if self.source else f"tensor {self.name}"
+            n = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+            if n == 0:
+                raise CorruptFile(f"{where} has no elements (shape {list(self.shape)})")
+            value = np.asarray(self.loader(), dtype=np.float32)
+            if value.size != n:
+                raise CorruptFile(f"{where} holds {value.size} values, its shape {list(self.shape)} needs {n}")
+            self._value = value.reshape(self.shape)
         return self._value
 
     def to_dict(self) -> dict[str, Any]:

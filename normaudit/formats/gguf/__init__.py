@@ -14,7 +14,7 @@ from .reader import GgufFile
 
 def tensor_ref(gf: GgufFile, name: str) -> TensorRef:
     t = gf.tensors[name]
-    return TensorRef(name, t.shape, t.type_name, lambda: gf.read(name))
+    return TensorRef(name, t.shape, t.type_name, lambda: gf.read(name), source=str(gf.path))
 
 
 def eps_keys(arch: str) -> dict[NormKind, str]:

@@ -78,7 +78,7 @@ def load_onnx(path: Path) -> NormModel:
         model = onnx.load(str(path), load_external_data=False)
     if not model.graph.node:
         raise CorruptFile(f"{path}: ONNX file has an empty graph (corrupt, truncated or not an ONNX model)")
-    g = OnnxGraph(model, path.parent)
+    g = OnnxGraph(model, path.parent, path)
     norms = [_layer(g, found) for found in find_norms(g)]
     unique_ids(norms)  # the same module applied twice (or shared scopes) keeps distinct ids
     out = NormModel(path=str(path), format="onnx", architecture=_architecture(g), norms=norms, container="onnx",

@@ -4,13 +4,16 @@ Constant nodes, Identity/Cast chains, DequantizeLinear), node scopes.  Bounded w
 from __future__ import annotations
 
 import ast
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import CorruptFile
+from ...errors import CorruptFile, reading
+from ...fileio import pread_exact
 from ...model import TensorRef, dtype_name
 
 # ops that pass a value through unchanged for our purposes (on weight and activation paths)
@@ -18,10 +21,84 @@ PASS_THROUGH = ("Identity", "Cast", "CastLike")
 MAX_HOPS = 32  # pass-through ops followed in a row before giving up
 
 
+MAX_ELEMENTS = 1 << 34  # elements one tensor may claim (far above any norm or conv weight)
+
+
 def _onnx_dtype_name(elem_type: int) -> str:
     from onnx import helper
 
-    return dtype_name(helper.tensor_dtype_to_np_dtype(elem_type))
+    try:
+        return dtype_name(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError):
+        return f"onnx_type_{elem_type}"
+
+
+def _external_bytes(tensor: Any, base_dir: Path, nbytes: int | None, where: str) -> bytes:
+    """The bytes an external-data tensor points at, read only after every check: the location is relative,
+    has no NUL, resolves (symlinks followed) inside the model's folder, is a regular file, and offset + length
+    lie within it and match what the tensor's dims need."""
+    info = {e.key: e.value for e in tensor.external_data}
+    where = f"{where}: external data"
+    location = info.get("location", "")
+    if not location or "\0" in location or Path(location).is_absolute():
+        raise CorruptFile(f"{where} location {location!r} is not a relative path")
+    root = base_dir.resolve()
+    target = (root / location).resolve()
+    if root not in target.parents:
+        raise CorruptFile(f"{where} {location!r} points outside the model folder")
+    try:
+        st = os.stat(target)
+    except OSError:
+        raise CorruptFile(f"{where} file {location!r} is missing next to the model") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptFile(f"{where} {location!r} is not a regular file")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else st.st_size - offset
+    except ValueError:
+        raise CorruptFile(f"{where} offset/length are not integers") from None
+    if offset < 0 or length < 0 or offset + length > st.st_size:
+        raise CorruptFile(f"{where} [{offset}, {offset + length}) lies beyond the end of {location!r} "
+                          f"({st.st_size} bytes)")
+    if nbytes is not None and length != nbytes:
+        raise CorruptFile(f"{where} holds {length} bytes, its dims need {nbytes}")
+    return pread_exact(target, offset, length)
+
+
+def tensor_values(tensor: Any, base_dir: Path, source: object = "") -> np.ndarray:
+    """A TensorProto's values (its own dtype), with sizes checked before anything is read or allocated and
+    external data contained in the model's folder.  ``source`` (the model file) prefixes error lines."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    label = f"{source}: tensor {tensor.name!r}" if source else f"tensor {tensor.name!r}"
+
+    dims = [int(d) for d in tensor.dims]
+    count = 1
+    for d in dims:
+        if d < 0:
+            raise CorruptFile(f"{label}: negative dimension in {dims}")
+        count *= d
+    if count > MAX_ELEMENTS:
+        raise CorruptFile(f"{label}: dims {dims} claim {count} elements")
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        raise CorruptFile(f"{label}: unknown data type {tensor.data_type}") from None
+    packed = tensor.data_type in (getattr(TensorProto, n, -1) for n in ("INT4", "UINT4", "FLOAT4E2M1"))
+    nbytes = (count + 1) // 2 if packed else count * itemsize
+    if tensor.data_location == TensorProto.EXTERNAL:
+        proto = TensorProto()
+        proto.CopyFrom(tensor)
+        proto.raw_data = _external_bytes(tensor, base_dir, nbytes if tensor.data_type != TensorProto.STRING else None,
+                                         label)
+        proto.data_location = TensorProto.DEFAULT
+        del proto.external_data[:]
+        tensor = proto
+    elif tensor.HasField("raw_data") and tensor.data_type != TensorProto.STRING and len(tensor.raw_data) != nbytes:
+        raise CorruptFile(f"{label}: raw data holds {len(tensor.raw_data)} bytes, dims {dims} of "
+                          f"{_onnx_dtype_name(tensor.data_type)} need {nbytes}")
+    with reading(label, "values do not match its dims and data type"):
+        return numpy_helper.to_array(tensor)
 
 
 @dataclass
@@ -31,16 +108,18 @@ class Const:
     dtype: str
     load: Callable[[], np.ndarray]
     via: str = ""  # e.g. "DequantizeLinear"
+    source: str = ""  # the model file
 
     def ref(self, name: str | None = None) -> TensorRef:
-        return TensorRef(name or self.name, self.shape, self.dtype, self.load)
+        return TensorRef(name or self.name, self.shape, self.dtype, self.load, source=self.source)
 
 
 class OnnxGraph:
     """Index over an ONNX graph: producers, consumers, constants (lazy), node scopes."""
 
-    def __init__(self, model: Any, base_dir: Path) -> None:
+    def __init__(self, model: Any, base_dir: Path, source: object = "") -> None:
         self.model = model
+        self.source = source  # the model file, for error lines
         self.graph = model.graph
         self.base_dir = base_dir
         self.nodes = list(self.graph.node)
@@ -57,22 +136,7 @@ class OnnxGraph:
 
     # -- constants ------------------------------------------------------------------------------
     def _tensor_loader(self, tensor: Any) -> Callable[[], np.ndarray]:
-        from onnx import numpy_helper
-
-        base = self.base_dir
-
-        def load() -> np.ndarray:
-            if tensor.data_location == 1:  # EXTERNAL
-                info = {e.key: e.value for e in tensor.external_data}
-                location = (base / info.get("location", "")).resolve()
-                if base.resolve() not in location.parents:
-                    raise CorruptFile(f"external data {info.get('location')!r} points outside the model folder")
-                if not location.is_file():
-                    raise CorruptFile(f"external data file {location.name} is missing next to the model")
-                return np.asarray(numpy_helper.to_array(tensor, base_dir=str(base)), dtype=np.float32)
-            return np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)
-
-        return load
+        return lambda: np.asarray(tensor_values(tensor, self.base_dir, self.source), dtype=np.float32)
 
     def const(self, name: str) -> Const | None:
         """The constant behind a tensor name (initializer, Constant node, through Identity/Cast or
@@ -94,18 +158,19 @@ class OnnxGraph:
                     result = Const(inner.name, inner.shape, inner.dtype, inner.load, inner.via)
             elif node.op_type == "DequantizeLinear":
                 result = self._dequantize(node)
+        if result is not None:
+            result.source = str(self.source)
         self._const_cache[name] = result
         return result
 
     def _constant_node(self, node: Any, name: str) -> Const | None:
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
         for attr in node.attribute:
             if attr.name == "value":
                 t = attr.t
-                arr = numpy_helper.to_array(t)
-                return Const(name, tuple(arr.shape), _onnx_dtype_name(t.data_type),
-                              lambda a=arr: np.asarray(a, dtype=np.float32))
+                return Const(name, tuple(int(d) for d in t.dims), _onnx_dtype_name(t.data_type),
+                             self._tensor_loader(t))
             if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
                 arr = np.asarray(helper.get_attribute_value(attr))
                 return Const(name, tuple(arr.shape), dtype_name(arr.dtype),
@@ -119,15 +184,19 @@ class OnnxGraph:
         if x is None or scale is None:
             return None
         axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
+        where = f"{self.source}: DequantizeLinear {node.name or node.output[0]!r}"
 
         def load() -> np.ndarray:
             q = x.load().astype(np.float64)
             s = scale.load().astype(np.float64)
             z = zp.load().astype(np.float64) if zp is not None else np.zeros_like(s)
-            if s.ndim == 1 and q.ndim > 1 and s.size > 1:
+            if s.size > 1 or z.size > 1:  # per-axis: one scale per slice of q along ``axis``
+                if not -q.ndim <= axis < q.ndim or s.ndim != 1 or s.size != q.shape[axis] or z.size not in (1, s.size):
+                    raise CorruptFile(f"{where}: scale {list(s.shape)} / zero point {list(z.shape)} do not fit "
+                                      f"input {list(q.shape)} along axis {axis}")
                 shape = [1] * q.ndim
                 shape[axis] = -1
-                s, z = s.reshape(shape), z.reshape(shape)
+                s, z = s.reshape(shape), z.reshape(shape) if z.size > 1 else z.reshape(-1)[0]
             return ((q - z) * s).astype(np.float32)
 
         return Const(x.name, x.shape, x.dtype, load, via="DequantizeLinear")
@@ -170,8 +239,6 @@ class OnnxGraph:
 
 def raw_const(g: OnnxGraph, name: str) -> np.ndarray | None:
     """Scalar constants in their stored dtype (so an fp16 eps shows its fp16 value)."""
-    from onnx import numpy_helper
-
     seen = 0
     while seen < 16:
         seen += 1
@@ -179,14 +246,14 @@ def raw_const(g: OnnxGraph, name: str) -> np.ndarray | None:
             t = g.initializers[name]
             if t.data_location == 1:
                 return None
-            return numpy_helper.to_array(t)
+            return tensor_values(t, g.base_dir, g.source)
         node = g.producer.get(name)
         if node is None:
             return None
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
+                    return tensor_values(attr.t, g.base_dir, g.source)
                 if attr.name in ("value_float", "value_floats"):
                     return np.asarray(attr.f if attr.name == "value_float" else list(attr.floats), np.float32)
             return None

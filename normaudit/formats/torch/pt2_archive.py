@@ -1290,7 +1290,8 @@ class _ProgramReader:
                 if folder == "data/constants/" and not path_name.startswith("tensor_"):
                     raise CorruptFile(f"{where}: unsupported constant payload {path_name!r}")
                 spec = _TensorSpec(meta.get("tensor_meta"), self.arc, rel, where)
-                state[fqn] = TensorRef(fqn, spec.shape, spec.dtype.name, spec.loader(self.source, where))
+                state[fqn] = TensorRef(fqn, spec.shape, spec.dtype.name, spec.loader(self.source, where),
+                                       source=str(self.arc.path))
         return state, pickled
 
 

@@ -69,7 +69,8 @@ def safetensors_refs(files: Iterable[Path]) -> dict[str, TensorRef]:
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
             refs[key] = TensorRef(key, shape, str(info["dtype"]),
-                                  _pread_loader(path, data_start + begin, end - begin, dtypes[info["dtype"]], shape))
+                                  _pread_loader(path, data_start + begin, end - begin, dtypes[info["dtype"]], shape),
+                                  source=str(path))
     return refs
 
 
