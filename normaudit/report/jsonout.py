@@ -13,6 +13,8 @@ def _clean(obj: Any) -> Any:
     """JSON has no NaN/inf: write them as null so every parser accepts the document."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
+    if isinstance(obj, (bytes, bytearray)):  # a protobuf string field that is not valid UTF-8
+        return bytes(obj).decode("utf-8", "replace")
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
