@@ -250,3 +250,25 @@ def diff_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
 def tensor_stats(values: np.ndarray) -> dict[str, float]:
     v = values.astype(np.float64)
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def next_token_metrics(ref_logits: np.ndarray, other_logits: np.ndarray) -> dict[str, float]:
+    """How two language models' next-token distributions differ over the input tokens (the figures
+    ``llama-perplexity --kl-divergence`` reports): mean and max KL(P_ref || P_other), top-1 agreement and the
+    largest change of any token probability.  Logits ``[..., tokens, vocab]``, computed in float64."""
+    a = ref_logits.astype(np.float64).reshape(-1, ref_logits.shape[-1])
+    b = other_logits.astype(np.float64).reshape(-1, other_logits.shape[-1])
+    la = a - a.max(axis=-1, keepdims=True)
+    lb = b - b.max(axis=-1, keepdims=True)
+    la -= np.log(np.exp(la).sum(axis=-1, keepdims=True))
+    lb -= np.log(np.exp(lb).sum(axis=-1, keepdims=True))
+    pa, pb = np.exp(la), np.exp(lb)
+    kld = (pa * (la - lb)).sum(axis=-1)
+    return {"kld_mean": float(kld.mean()), "kld_max": float(kld.max()),
+            "top1_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))),
+            "max_abs_dp": float(np.abs(pa - pb).max()), "tokens": int(a.shape[0])}
+
+
+def rss(values: list[float]) -> float:
+    """Root of the sum of squares: the expected size of independent errors that add up."""
+    return float(np.sqrt(np.sum(np.square(values)))) if values else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from ..model import NormModel
@@ -83,9 +84,10 @@ def activation_tables(act) -> list:  # act: activations.ActivationReport
                     ("SQNR dB", {"justify": "right"}), ("local rel L2", {"justify": "right"})):
         table.add_column(col, **kw)
     first = act.first_divergence
+    anomalous = {a["point"] for a in act.anomalies}
     for p in act.points:
         m = p.metrics
-        mark = "[bold red]>>[/]" if p is first else ""
+        mark = "[bold red]!![/]" if p.a in anomalous else "[yellow]>>[/]" if p is first else ""
         local = "-" if p.local_rel_l2 is None else f"{p.local_rel_l2:.2e}"
         sq = m.get("sqnr_db")
         table.add_row(mark, p.a, p.b if p.b != p.a else "", p.kind, f"{m.get('max_abs', float('nan')):.2e}",
@@ -102,12 +104,21 @@ def activation_tables(act) -> list:  # act: activations.ActivationReport
         else:
             verdict = (f"inherited: B's layer on A's input is within {local:.2e}; the drift comes from upstream "
                        f"(embeddings or non-norm weights)")
-        out.append(f"[bold red]first divergence[/]: {first.a} ({first.kind}): {verdict}")
+        out.append(f"[yellow]first divergence[/] (rel L2 > {act.thresholds.get('rel_l2')}): {first.a} ({first.kind}): "
+                   f"{verdict}")
+    if act.output:
+        o = act.output
+        out.append(f"next-token distributions over {o['tokens']} tokens: KLD mean {o['kld_mean']:.3g} (max "
+                   f"{o['kld_max']:.3g}), top-1 agreement {100 * o['top1_agreement']:.1f}%, max |dp| {o['max_abs_dp']:.3g}")
+    for a in act.anomalies:
+        out.append(f"[bold red]anomaly[/] ({a['kind']}) {escape(a['message'])}")
     if act.sensitivity:
-        sens = Table(title="sensitivity: one quantized tensor at a time in the float model", title_justify="left")
-        for col in ("tensor", "source", "dtype", "output rel L2", "output cosine"):
+        sens = Table(title="sensitivity: one quantized tensor at a time (its block's output on A's input)",
+                     title_justify="left")
+        for col in ("tensor", "source", "dtype", "scope", "rel L2", "cosine"):
             sens.add_column(col)
         for r in act.sensitivity[:20]:
-            sens.add_row(r["tensor"], r["source"], r["dtype"], f"{r['output_rel_l2']:.3e}", f"{r['output_cosine']:.6f}")
+            cos = "-" if r.get("output_cosine") is None else f"{r['output_cosine']:.6f}"
+            sens.add_row(r["tensor"], r["source"], r["dtype"], r.get("scope", ""), f"{r['output_rel_l2']:.3e}", cos)
         out.append(sens)
     return out
