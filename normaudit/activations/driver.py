@@ -20,7 +20,7 @@ from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
 from ..match import align
 from ..model import NormKind, NormModel
-from . import inputs as inputs_mod, verdict
+from . import inputs as inputs_mod, lockstep, verdict
 from .base import RunContext, Runner
 
 
@@ -142,9 +142,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
             order.append(key)
             stored[key] = (out, x)
 
-    _run(runner_a, ma.path, feeds, sink_a)
-    index = {k: i for i, k in enumerate(order)}
-    points: list[tuple[float, PointDiff]] = []
+    points: list[PointDiff] = []
     deferred: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
     vocabs = {r.hints.vocab for r in (runner_a, runner_b) if r.hints.vocab}
     output_metrics: dict[str, Any] = {}
@@ -165,8 +163,8 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
                 out = out.reshape(a_out.shape)
                 note = "reshaped B to A's layout"
             else:
-                points.append((index.get(a_key, 10**9), PointDiff(a_key, key, kind, {"rel_l2": float("nan")},
-                                                                  note=f"shape {a_out.shape} vs {out.shape}")))
+                points.append(PointDiff(a_key, key, kind, {"rel_l2": float("nan")},
+                                        note=f"shape {a_out.shape} vs {out.shape}"))
                 return
         if key == "output" and out.ndim >= 2 and out.shape[-1] in vocabs:
             output_metrics.update(kernels.next_token_metrics(a_out, out))
@@ -185,12 +183,16 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         except (ValueError, TypeError, RuntimeError):
             local = None
         label = "output (fully optimized graph)" if key == "output.optimized" else key
-        points.append((index.get(a_key, 10**9) + (0.5 if key == "output.optimized" else 0),
-                       PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note)))
+        points.append(PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note))
 
-    _run(runner_b, mb.path, feeds, sink_b)
+    if lockstep.can_lockstep(runner_a, runner_b):  # one block of each model in memory, each weight read once
+        _run(lambda: lockstep.run_lockstep(runner_a, runner_b, feeds, sink_a, sink_b), ma.path, feeds)
+    else:
+        _run(lambda: runner_a.run(feeds, sink_a), ma.path, feeds)
+        _run(lambda: runner_b.run(feeds, sink_b), mb.path, feeds)
     stored.clear()
-    ordered = [p for _, p in sorted(points, key=lambda t: t[0])]
+    index = {k: i for i, k in enumerate(order)}
+    ordered = sorted(points, key=lambda p: index.get(p.a, 10**9) + (0.5 if "optimized" in p.b else 0))
     first = next((p for p in ordered if _diverges(p, th)), None)
     # expensive local re-runs only where it matters, at the first divergence
     if first is not None and first.kind == "block" and first.a in deferred:
@@ -232,10 +234,10 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     return report
 
 
-def _run(runner: Runner, path: str, feeds: dict[str, np.ndarray], sink: Any) -> None:
-    """Run one side; a backend failure (shape guard, unsupported op, ...) is one line, not a traceback."""
+def _run(fn: Any, path: str, feeds: dict[str, np.ndarray]) -> None:
+    """Run a side; a backend failure (shape guard, unsupported op, ...) is one line, not a traceback."""
     try:
-        runner.run(feeds, sink)
+        fn()
     except NormauditError:
         raise
     except Exception as exc:  # the backend (torch, onnxruntime) rejected these inputs or this model

@@ -33,13 +33,8 @@ def _onnx_dtype_name(elem_type: int) -> str:
         return f"onnx_type_{elem_type}"
 
 
-def _external_bytes(tensor: Any, base_dir: Path, nbytes: int | None, where: str) -> bytes:
-    """The bytes an external-data tensor points at, read only after every check: the location is relative,
-    has no NUL, resolves (symlinks followed) inside the model's folder, is a regular file, and offset + length
-    lie within it and match what the tensor's dims need."""
-    info = {e.key: e.value for e in tensor.external_data}
-    where = f"{where}: external data"
-    location = info.get("location", "")
+def contained_file(base_dir: Path, location: str, where: str) -> tuple[Path, os.stat_result]:
+    """An external-data location resolved (symlinks followed) inside the model's folder, as a regular file."""
     if not location or "\0" in location or Path(location).is_absolute():
         raise CorruptFile(f"{where} location {location!r} is not a relative path")
     root = base_dir.resolve()
@@ -52,6 +47,17 @@ def _external_bytes(tensor: Any, base_dir: Path, nbytes: int | None, where: str)
         raise CorruptFile(f"{where} file {location!r} is missing next to the model") from None
     if not stat.S_ISREG(st.st_mode):
         raise CorruptFile(f"{where} {location!r} is not a regular file")
+    return target, st
+
+
+def _external_bytes(tensor: Any, base_dir: Path, nbytes: int | None, where: str) -> bytes:
+    """The bytes an external-data tensor points at, read only after every check: the location is relative,
+    has no NUL, resolves (symlinks followed) inside the model's folder, is a regular file, and offset + length
+    lie within it and match what the tensor's dims need."""
+    info = {e.key: e.value for e in tensor.external_data}
+    where = f"{where}: external data"
+    location = info.get("location", "")
+    target, st = contained_file(base_dir, location, where)
     try:
         offset = int(info.get("offset", 0))
         length = int(info["length"]) if "length" in info else st.st_size - offset
