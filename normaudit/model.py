@@ -124,6 +124,7 @@ class NormLayer:
     eps_source: EpsSource
     eps_detail: str = ""  # the key, node or attribute the eps was read from
     eps_dtype: str = "F32"  # dtype the eps constant is stored in (F16 can underflow)
+    eps_key: str = ""  # the one config / metadata key that sets this eps for every layer, when there is one
     weight: TensorRef | None = None
     bias: TensorRef | None = None
     running_mean: TensorRef | None = None

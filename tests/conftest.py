@@ -12,6 +12,12 @@ REAL = TM / "real"
 CORPUS = Path(os.environ.get("NORMAUDIT_CORPUS", ROOT.parent / "shared" / "corpus"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Architecture facts are cached per config.json: tests use their own cache, never the user's."""
+    os.environ["NORMAUDIT_CACHE"] = str(tmp_path_factory.mktemp("normaudit-cache"))
+
+
 @pytest.fixture
 def tm() -> Path:
     return TM

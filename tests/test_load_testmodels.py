@@ -65,13 +65,13 @@ def test_state_dict_without_config_guesses_and_says_so(tm):
     assert any("no config" in note for note in m.notes)
     with_cfg = normaudit.load(tm / "bert/bert.pt", config=tm / "bert/hf/config.json")
     assert {n.eps for n in with_cfg.norms} == {float(np.float32(1e-12))}
-    assert {n.eps_source for n in with_cfg.norms} == {EpsSource.HF_CONFIG}
+    assert {n.eps_source for n in with_cfg.norms} == {EpsSource.MODULE_ATTRIBUTE}
 
 
 def test_safetensors_file_uses_config_beside_it(tm):
     m = normaudit.load(tm / "qwen3/hf/model.safetensors")
     assert m.container == "safetensors" and len(m.norms) == 9
-    assert {n.eps_source for n in m.norms} == {EpsSource.HF_CONFIG}
+    assert {n.eps_source for n in m.norms} == {EpsSource.MODULE_ATTRIBUTE}
 
 
 def test_sharded_hf_directory(tmp_path, tm):

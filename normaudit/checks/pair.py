@@ -30,6 +30,8 @@ def src_text(layer: NormLayer) -> str:
         return layer.eps_detail
     if src in ("onnx_constant", "onnx_attribute", "onnx_default"):
         return f"ONNX {src.split('_', 1)[1]} ({layer.eps_detail})"
+    if src == "module_attribute" and layer.eps_detail:
+        return layer.eps_detail
     return f"{src} ({layer.eps_detail})" if layer.eps_detail else src
 
 
@@ -101,7 +103,8 @@ def eps(ctx: Context, pair: Pair) -> None:
     if abs(ea - eb) <= ctx.th.eps_rtol * max(abs(ea), abs(eb)):
         return
     # one key (a GGUF metadata key, a config.json entry) sets every layer's eps: grouped to one finding
-    wide = tuple(f"{x.eps_source.value}:{x.eps_detail}" for x in (la, lb) if x.eps_source.value in _MODEL_WIDE)
+    wide = tuple(f"{x.eps_source.value}:{x.eps_key or x.eps_detail}" for x in (la, lb)
+                 if x.eps_key or x.eps_source.value in _MODEL_WIDE)
     group = (ea, eb, wide, f"{src_text(lb)} is {lb.eps:g}", f"{src_text(la)} says {la.eps:g}") if wide else None
     ctx.finding("eps_mismatch", la.id, lb.id, f"eps {la.eps:g} in A, {lb.eps:g} in B ({src_text(lb)})",
                 _eps_hint(la, lb), group=group, eps_a=la.eps, eps_b=lb.eps)

@@ -21,6 +21,7 @@ class LoadOptions:
 
     trust_pickle: bool = False  # allow unpickling (runs code from the file)
     config: Path | None = None  # HF config.json for a bare state_dict / safetensors file
+    trust_remote_code: bool = False  # let transformers run a checkpoint's own modeling code (auto_map)
 
 
 class Probe:

@@ -197,12 +197,13 @@ def config_vocab(model: NormModel) -> int | None:
     return None
 
 
-def meta_module(model_dir: Path, eps_override: float | None = None) -> Any:
+def meta_module(model_dir: Path, eps_override: float | None = None, trust_remote_code: bool = False) -> Any:
     """The transformers architecture of ``model_dir`` with parameters on the meta device (no memory, no weights
     read), buffers real; eager attention, float32.  Never the hub, never remote code."""
     transformers = _transformers()
     try:
-        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
+                                                         trust_remote_code=trust_remote_code)
         if eps_override is not None:
             _set_config_eps(config, eps_override)
         config._attn_implementation = "eager"
@@ -211,7 +212,8 @@ def meta_module(model_dir: Path, eps_override: float | None = None) -> Any:
         import torch
 
         with params_on_meta(), torch.device("cpu"):
-            module = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
+            module = cls(config) if cls is not None else transformers.AutoModel.from_config(
+                config, trust_remote_code=trust_remote_code)
     except NormauditError:
         raise
     except Exception as exc:  # transformers raises many types for configs it cannot build

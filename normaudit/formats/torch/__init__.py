@@ -15,19 +15,20 @@ from .pickle_guard import require_trust, state_dict_refs
 from .tensors import safetensors_refs
 
 
-def _config_for(path: Path, config_path: Path | None) -> dict[str, Any] | None:
+def _config_for(path: Path, config_path: Path | None) -> tuple[dict[str, Any] | None, Path | None]:
+    """(config, the folder holding it) for a bare checkpoint: --config, else a config.json beside the file."""
     if config_path:
-        return read_config(config_path)
+        return read_config(config_path), config_path.parent
     beside = path.parent / "config.json"
-    return read_config(beside) if beside.is_file() else None
+    return (read_config(beside), path.parent) if beside.is_file() else (None, None)
 
 
-def load_safetensors(path: Path, config_path: Path | None = None) -> NormModel:
-    config = _config_for(path, config_path)
-    return model_from_tensors(path, "safetensors", safetensors_refs([path]), config)
+def load_safetensors(path: Path, config_path: Path | None = None, trust_remote_code: bool = False) -> NormModel:
+    config, where = _config_for(path, config_path)
+    return model_from_tensors(path, "safetensors", safetensors_refs([path]), config, where, trust_remote_code)
 
 
-def load_hf_dir(path: Path) -> NormModel:
+def load_hf_dir(path: Path, trust_remote_code: bool = False) -> NormModel:
     config_file = path / "config.json"
     config = read_config(config_file) if config_file.is_file() else None
     index = path / "model.safetensors.index.json"
@@ -50,10 +51,11 @@ def load_hf_dir(path: Path) -> NormModel:
     else:
         raise NormauditError(f"{path}: directory has no model.safetensors, safetensors index or pytorch_model.bin",
                              hint="point normaudit at a Hugging Face model folder or a model file")
-    return model_from_tensors(path, "hf_dir", refs, config)
+    return model_from_tensors(path, "hf_dir", refs, config, path if config else None, trust_remote_code)
 
 
-def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: bool = False) -> NormModel:
+def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: bool = False,
+                    trust_remote_code: bool = False) -> NormModel:
     try:
         refs = state_dict_refs(path)
     except UntrustedPickle:
@@ -62,7 +64,8 @@ def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: b
         from .modules import load_pickled_module
 
         return load_pickled_module(path)
-    return model_from_tensors(path, "state_dict", refs, _config_for(path, config_path))
+    config, where = _config_for(path, config_path)
+    return model_from_tensors(path, "state_dict", refs, config, where, trust_remote_code)
 
 
 def _zip_kind(probe: Probe) -> str | None:
@@ -88,7 +91,7 @@ class SafetensorsFormat:
         return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < probe.size
 
     def load(self, path: Path, options: LoadOptions) -> NormModel:
-        return load_safetensors(path, options.config)
+        return load_safetensors(path, options.config, options.trust_remote_code)
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         raise NormauditError(f"{path}: a safetensors file has no code to run",
@@ -104,7 +107,7 @@ class HfDirFormat:
         return probe.is_dir
 
     def load(self, path: Path, options: LoadOptions) -> NormModel:
-        return load_hf_dir(path)
+        return load_hf_dir(path, options.trust_remote_code)
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         from ...activations.runners.hf import hf_runner
@@ -123,7 +126,7 @@ class StateDictFormat:
         return probe.head[:1] == b"\x80" and len(probe.head) > 1 and probe.head[1] <= 5  # legacy pickle
 
     def load(self, path: Path, options: LoadOptions) -> NormModel:
-        return load_state_dict(path, options.config, options.trust_pickle)
+        return load_state_dict(path, options.config, options.trust_pickle, options.trust_remote_code)
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         from ...activations.runners.hf import module_runner
