@@ -20,6 +20,7 @@ from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
 from ..match import align
 from ..model import NormKind, NormModel
+from ..progress import Progress, step
 from . import inputs as inputs_mod
 from .base import RunContext, Runner
 
@@ -57,6 +58,7 @@ class ActivationReport:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
+    feeds: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the inputs used (--save-inputs)
 
     @property
     def passed(self) -> bool:
@@ -78,7 +80,7 @@ def build_runner(model: NormModel, ctx: RunContext) -> Runner:
 
 def _inputs(runners: list[Runner], npz: str | None, text: str | None) -> tuple[dict[str, np.ndarray], str]:
     if npz:
-        return inputs_mod.load_npz(npz), f"npz:{npz}"
+        return inputs_mod.load_inputs(npz)
     if text is not None:
         dirs = [d for r in runners for d in r.hints.tokenizer_dirs]
         return inputs_mod.tokenize(text, dirs), "text"
@@ -106,11 +108,12 @@ def _as_model(x: str | Path | NormModel, options: LoadOptions) -> NormModel:
 def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, input_npz: str | None = None,
                      text: str | None = None, model_dir: str | Path | None = None,
                      thresholds: Thresholds | None = None, sensitivity: bool = False,
-                     trust_pickle: bool = False) -> ActivationReport:
+                     trust_pickle: bool = False, progress: Progress | None = None) -> ActivationReport:
     """Run A and B on the same input and diff every aligned norm output and block output.
 
     ``a`` / ``b`` are loaded models (each loaded once by the caller) or paths; ``model_dir`` is the HF
-    directory a GGUF is replayed through when neither side is one."""
+    directory a GGUF is replayed through when neither side is one; ``input_npz`` an ``.npz`` or a report's
+    JSON with recorded ``inputs``. Model builds, runs and the sensitivity scan report to ``progress``."""
     th = thresholds or Thresholds()
     options = LoadOptions(trust_pickle=trust_pickle)
     ma, mb = _as_model(a, options), _as_model(b, options)
@@ -119,8 +122,11 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         for m in (ma, mb):
             if m.format_name == "hf":
                 source_dir, source_model = Path(m.path), m
-    ctx = RunContext(options, source_dir, source_model)
-    runner_a, runner_b = build_runner(ma, ctx), build_runner(mb, ctx)
+    ctx = RunContext(options, source_dir, source_model, progress=progress)
+    with step(progress, f"preparing A ({Path(ma.path).name})"):
+        runner_a = build_runner(ma, ctx)
+    with step(progress, f"preparing B ({Path(mb.path).name})"):
+        runner_b = build_runner(mb, ctx)
     feeds, source = _inputs([runner_a, runner_b], input_npz, text)
 
     al = align(runner_a.model, runner_b.model)
@@ -136,7 +142,12 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
             order.append(key)
             stored[key] = (out, x)
 
-    _run(runner_a, ma.path, feeds, sink_a)
+    with step(progress, "running A", None, "points") as advance:
+        def counted_a(*args: Any, **kw: Any) -> None:
+            sink_a(*args, **kw)
+            advance(1)
+
+        _run(runner_a, ma.path, feeds, counted_a)
     index = {k: i for i, k in enumerate(order)}
     points: list[tuple[float, PointDiff]] = []
     deferred: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
@@ -175,7 +186,12 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         points.append((index.get(a_key, 10**9) + (0.5 if key == "output.optimized" else 0),
                        PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note)))
 
-    _run(runner_b, mb.path, feeds, sink_b)
+    with step(progress, "running B", len(order) or None, "points") as advance:
+        def counted_b(*args: Any, **kw: Any) -> None:
+            sink_b(*args, **kw)
+            advance(1)
+
+        _run(runner_b, mb.path, feeds, counted_b)
     stored.clear()
     ordered = [p for _, p in sorted(points, key=lambda t: t[0])]
     first = next((p for p in ordered if _diverges(p, th)), None)
@@ -190,13 +206,13 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     report = ActivationReport(
         inputs=inputs_mod.describe(feeds, source), points=ordered, first_divergence=first,
         backends={"a": runner_a.label, "b": runner_b.label},
-        thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine},
+        thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine}, feeds=feeds,
     )
     for m, r in ((ma, runner_a), (mb, runner_b)):
         if r.replay is not None and r.replay.unmapped_gguf:
             report.notes.append(f"{Path(m.path).name}: GGUF tensors not used by the replay: {r.replay.unmapped_gguf[:5]}")
     if sensitivity:
-        report.sensitivity = _sensitivity(runner_a, runner_b, feeds)
+        report.sensitivity = _sensitivity(runner_a, runner_b, feeds, progress)
     return report
 
 
@@ -235,7 +251,8 @@ def _diverges(p: PointDiff, th: Thresholds) -> bool:
     return m["rel_l2"] > th.activation_rel_l2 or m.get("cosine", 1.0) < th.activation_cosine
 
 
-def _sensitivity(runner_a: Runner, runner_b: Runner, feeds: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def _sensitivity(runner_a: Runner, runner_b: Runner, feeds: dict[str, np.ndarray], progress: Progress | None = None
+                 ) -> list[dict[str, Any]]:
     """Put one quantized GGUF tensor at a time into the float model; rank by final-output drift."""
     replay_side = runner_b if runner_b.replay is not None else runner_a if runner_a.replay is not None else None
     float_side = runner_a if replay_side is runner_b else runner_b
@@ -245,15 +262,17 @@ def _sensitivity(runner_a: Runner, runner_b: Runner, feeds: dict[str, np.ndarray
                              hint="normaudit compare HF_DIR model.gguf --activations --sensitivity")
     ref = final(feeds)
     out = []
-    for hf_name, (gname, getter, qtype) in replay_side.replay.mapping.items():
-        if qtype in ("F32", "F64"):
-            continue
-        try:
-            y = final(feeds, {hf_name: getter()})
-        except KeyError:
-            continue  # not a parameter of the float model
-        m = metrics(ref, y)
-        out.append({"tensor": gname, "source": hf_name, "dtype": qtype, "output_rel_l2": m["rel_l2"],
-                    "output_cosine": m["cosine"]})
+    todo = [(hf, entry) for hf, entry in replay_side.replay.mapping.items() if entry[2] not in ("F32", "F64")]
+    with step(progress, "sensitivity", len(todo), "tensors") as advance:
+        for hf_name, (gname, getter, qtype) in todo:
+            try:
+                y = final(feeds, {hf_name: getter()})
+            except KeyError:
+                continue  # not a parameter of the float model
+            finally:
+                advance(1)
+            m = metrics(ref, y)
+            out.append({"tensor": gname, "source": hf_name, "dtype": qtype, "output_rel_l2": m["rel_l2"],
+                        "output_cosine": m["cosine"]})
     out.sort(key=lambda r: -r["output_rel_l2"])
     return out

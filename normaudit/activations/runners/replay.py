@@ -22,6 +22,7 @@ from ...formats.gguf import eps_keys
 from ...formats.gguf.names import name_map
 from ...formats.gguf.reader import GgufFile
 from ...model import NormKind, NormModel
+from ...progress import Progress, step
 from ..base import RunContext
 from .hf import ModuleRunner, config_vocab, hf_forward, load_hf_module
 
@@ -85,7 +86,7 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
     gt.unmapped_gguf = [n for n in gf.tensors if n not in used]
 
 
-def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors]:
+def replay_model(hf_dir: Path, gguf: Path | NormModel, progress: Progress | None = None) -> tuple[Any, GgufTensors]:
     """The HF architecture of ``hf_dir`` with the GGUF's weights and eps."""
     import torch
 
@@ -95,8 +96,9 @@ def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors
     state = model.state_dict()
     map_tensors(gt, list(state))
     missing = []
-    with torch.no_grad():
+    with torch.no_grad(), step(progress, f"loading {Path(gf.path).name} weights", len(state), "tensors") as advance:
         for name, tensor in state.items():
+            advance(1)
             if name in gt.mapping:
                 value = torch.from_numpy(gt.mapping[name][1]())
                 if tuple(value.shape) != tuple(tensor.shape):
@@ -122,7 +124,7 @@ def replay_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner
     if ctx.source_dir is None:
         raise NormauditError(f"{path}: a GGUF is replayed through its source architecture",
                              hint="compare it against its HF directory, or pass --model HF_DIR")
-    module, gt = replay_model(ctx.source_dir, model)
+    module, gt = replay_model(ctx.source_dir, model, ctx.progress)
     source = ctx.source_model if ctx.source_model is not None else load(ctx.source_dir)
     # norm records for local replays: the GGUF's own (eps, stored weights) under the HF module ids
     by_hf = {p.a.id: p.b for p in align(source, model).pairs}
