@@ -53,6 +53,14 @@ def _model_label(side: dict[str, Any]) -> Text:
 
 # -- verdict -------------------------------------------------------------------------------------------------
 
+def verdict_block(doc: dict[str, Any], width: int) -> Text:
+    """The verdict line wrapped at word boundaries for ``width`` columns (``--quiet`` prints it unwrapped)."""
+    line = verdict_line(doc)
+    wrapped = indented(line.plain, width, indent=0)
+    wrapped.stylize(str(line.spans[0].style), 0, 4) if line.spans else None
+    return wrapped
+
+
 def verdict_line(doc: dict[str, Any]) -> Text:
     """``PASS|FAIL: N errors, N warnings (fail on X)[, N suppressed by baseline][; activations: ...]``."""
     live = [f for f in doc.get("findings", []) if not f.get("suppressed")]
@@ -259,7 +267,7 @@ def baseline_view(doc: dict[str, Any]) -> list[RenderableType]:
 
 def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list[RenderableType]:
     """Verdict, models, findings, activation summary, baseline; with ``verbose`` every pair and point."""
-    out: list[RenderableType] = [verdict_line(doc)]
+    out: list[RenderableType] = [verdict_block(doc, width)]
     head = Text("A: ", style="dim")
     head.append_text(_model_label(doc["a"]))
     head.append("\nB: ", style="dim")
@@ -283,7 +291,7 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
     if act is not None:
         out += [Text(f"note: {note}", style="dim") for note in act.get("notes", [])]
     if verbose:
-        out.append(verdict_line(doc))
+        out.append(verdict_block(doc, width))
     return out
 
 
