@@ -180,7 +180,7 @@ def inspect(
         if json_out != "-":
             console = _out_console()
             if quiet:
-                console.print(Text(inspect_caption(doc)))
+                console.print(Text(inspect_caption(doc)), soft_wrap=True)
             else:
                 _print(console, inspect_view(doc, console.width, verbose))
                 for note in m.notes:
@@ -302,7 +302,7 @@ def _write_text(target: str, text: str, what: str) -> None:
 def _print_compare(doc: dict[str, Any], quiet: bool, verbose: bool) -> None:
     console = _out_console()
     if quiet:
-        console.print(verdict_line(doc))
+        console.print(verdict_line(doc), soft_wrap=True)  # one line for scripts
         return
     _print(console, compare_view(doc, console.width, verbose))
 

@@ -211,6 +211,8 @@ def activation_points_view(act: dict[str, Any], width: int) -> RenderableType:
     for p in act.get("points", []):
         first = fd is not None and p["a"] == fd["a"] and p["b"] == fd["b"]
         sq = p.get("sqnr_db")
+        if sq is None and p.get("max_abs") == 0:
+            sq = math.inf  # identical: infinite SQNR (null in JSON)
         rows.append((first, [">>" if first else "", p["a"], p["b"] if p["b"] != p["a"] else "", p["kind"],
                              _g(p.get("max_abs"), ".2e"), _g(p.get("mean_abs"), ".2e"), _g(p.get("rel_l2"), ".2e"),
                              _g(p.get("cosine"), ".6f"), _g(sq, ".1f"), _g(p.get("local_rel_l2"), ".2e")]))
