@@ -50,12 +50,12 @@ class RichProgress:
 
     def __init__(self, console: Console) -> None:
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), _Count(),
-                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                             TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), TimeRemainingColumn(), console=console,
                              transient=True, refresh_per_second=8)
         self.ids: dict[str, int] = {}
 
     def begin(self, task: str, total: float | None = None, unit: str = "") -> None:
-        self.ids[task] = self.bars.add_task(task, total=total, unit=unit)
+        self.ids[task] = self.bars.add_task(task, total=total, unit=unit, eta="ETA" if total else "")
 
     def advance(self, task: str, amount: float = 1.0) -> None:
         if task in self.ids:

@@ -143,6 +143,8 @@ def _finding_card(f: dict[str, Any], fail_on: str) -> str:
     if f.get("a") is None and f.get("b") is None:
         where = (f'<span class="dim">model-wide ({len(layers)} layers)</span>' if isinstance(layers, list)
                  else '<span class="dim">model</span>')
+    elif f.get("a") == f.get("b"):
+        where = f'<code>{e(f.get("a"))}</code>'
     else:
         where = f'<code>{e(f.get("a") or "–")}</code> → <code>{e(f.get("b") or "–")}</code>'
     tags = ""
