@@ -4,6 +4,8 @@
     model = normaudit.inspect("model.gguf")                  # NormModel (every norm layer)
     report = normaudit.audit("hf_dir", "model.gguf")         # AuditReport
     report.passed, report.to_dict()                          # == `normaudit compare hf_dir model.gguf --json -`
+
+Neither function prints: long steps report to an optional ``progress`` (:class:`normaudit.progress.Progress`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from .checks import compare
 from .config import Thresholds, load_thresholds
 from .formats.registry import load
 from .model import NormModel
+from .progress import Progress, step
 from .report.document import AuditReport
 
 
 def inspect(path: str | Path, format: str | None = None, *, trust_pickle: bool = False,
-            config: str | Path | None = None) -> NormModel:
-    """Every norm layer of a model file or HF directory (what ``normaudit inspect`` lists)."""
-    return load(path, format, trust_pickle=trust_pickle, config=config)
+            config: str | Path | None = None, progress: Progress | None = None) -> NormModel:
+    """Every norm layer of a model file or HF directory (what ``normaudit inspect`` lists;
+    ``normaudit.report.inspect_document(model)`` is its ``--json`` document)."""
+    with step(progress, f"loading {Path(path).name}"):
+        return load(path, format, trust_pickle=trust_pickle, config=config)
 
 
 @dataclass
@@ -39,27 +44,40 @@ class AuditOptions:
     text: str | None = None
     model_dir: str | Path | None = None  # HF dir a GGUF is replayed through when neither side is one
     sensitivity: bool = False
+    baseline: str | Path | None = None  # baseline file: the findings it records are suppressed (report.baseline)
 
 
-def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOptions | None = None,
-          **kwargs: object) -> AuditReport:
-    """Compare ``a`` (source) and ``b`` (converted): the exact document ``normaudit compare --json`` writes.
+def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOptions | None = None, *,
+          progress: Progress | None = None, **kwargs: object) -> AuditReport:
+    """Compare ``a`` (source) and ``b`` (converted): the exact document ``normaudit compare --json`` writes
+    (``report.to_dict()``; only ``created`` differs between two runs).
 
     Each model is loaded once (paths) or used as given (NormModels); ``options`` or keyword arguments
-    (the :class:`AuditOptions` fields) say how.
+    (the :class:`AuditOptions` fields) say how. ``input_npz`` takes an ``.npz`` or a report's JSON whose
+    recorded ``inputs`` are reused.
     """
     opts = options or AuditOptions(**kwargs)  # type: ignore[arg-type]
     if options is not None and kwargs:
         raise TypeError("give either options or keyword arguments, not both")
-    ma = a if isinstance(a, NormModel) else load(a, opts.format_a, trust_pickle=opts.trust_pickle,
-                                                  config=opts.config_a)
-    mb = b if isinstance(b, NormModel) else load(b, opts.format_b, trust_pickle=opts.trust_pickle,
-                                                  config=opts.config_b)
-    report = AuditReport(compare(ma, mb, opts.thresholds), opts.thresholds)
+    ma = a if isinstance(a, NormModel) else _load(a, "A", opts.format_a, opts.config_a, opts, progress)
+    mb = b if isinstance(b, NormModel) else _load(b, "B", opts.format_b, opts.config_b, opts, progress)
+    with step(progress, "checking norm pairs"):
+        static = compare(ma, mb, opts.thresholds)
+    activations = None
     if opts.activations:
         from .activations import diff_activations
 
-        report.activations = diff_activations(ma, mb, input_npz=opts.input_npz, text=opts.text,
-                                              model_dir=opts.model_dir, thresholds=opts.thresholds,
-                                              sensitivity=opts.sensitivity, trust_pickle=opts.trust_pickle)
+        activations = diff_activations(ma, mb, input_npz=opts.input_npz, text=opts.text,
+                                       model_dir=opts.model_dir, thresholds=opts.thresholds,
+                                       sensitivity=opts.sensitivity, trust_pickle=opts.trust_pickle,
+                                       progress=progress)
+    report = AuditReport(static, opts.thresholds, activations)
+    if opts.baseline is not None:
+        report.apply_baseline(opts.baseline)
     return report
+
+
+def _load(path: str | Path, side: str, format: str | None, config: str | Path | None, opts: AuditOptions,
+          progress: Progress | None) -> NormModel:
+    with step(progress, f"loading {side} ({Path(path).name})"):
+        return load(path, format, trust_pickle=opts.trust_pickle, config=config)

@@ -44,7 +44,8 @@ def cases(corpus: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-_VOLATILE = {"created", "normaudit_version", "sha256", "timings", "duration_s"}
+# run-dependent keys, and `files` (the input files' names, sizes and hashes: provenance, not audit results)
+_VOLATILE = {"created", "normaudit_version", "sha256", "timings", "duration_s", "files"}
 
 
 def _strip(doc):

@@ -20,6 +20,7 @@ from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
 from ..match import align
 from ..model import NormKind, NormModel
+from ..progress import Progress, step
 from . import inputs as inputs_mod, lockstep, verdict
 from .base import RunContext, Runner
 
@@ -61,6 +62,7 @@ class ActivationReport:
     weights: list[dict[str, Any]] | None = None  # each quantized tensor's error vs its source (GGUF replays)
     output: dict[str, Any] | None = None  # next-token KLD / top-1 agreement (language models)
     verdict: str = ""
+    feeds: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the inputs used (--save-inputs)
 
     @property
     def passed(self) -> bool:
@@ -84,7 +86,7 @@ def build_runner(model: NormModel, ctx: RunContext) -> Runner:
 
 def _inputs(runners: list[Runner], npz: str | None, text: str | None) -> tuple[dict[str, np.ndarray], str]:
     if npz:
-        return inputs_mod.load_npz(npz), f"npz:{npz}"
+        return inputs_mod.load_inputs(npz)
     if text is not None:
         dirs = [d for r in runners for d in r.hints.tokenizer_dirs]
         return inputs_mod.tokenize(text, dirs), "text"
@@ -112,11 +114,12 @@ def _as_model(x: str | Path | NormModel, options: LoadOptions) -> NormModel:
 def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, input_npz: str | None = None,
                      text: str | None = None, model_dir: str | Path | None = None,
                      thresholds: Thresholds | None = None, sensitivity: bool = False,
-                     trust_pickle: bool = False) -> ActivationReport:
+                     trust_pickle: bool = False, progress: Progress | None = None) -> ActivationReport:
     """Run A and B on the same input and diff every aligned norm output and block output.
 
     ``a`` / ``b`` are loaded models (each loaded once by the caller) or paths; ``model_dir`` is the HF
-    directory a GGUF is replayed through when neither side is one."""
+    directory a GGUF is replayed through when neither side is one; ``input_npz`` an ``.npz`` or a report's
+    JSON with recorded ``inputs``. Model builds, runs and the sensitivity scan report to ``progress``."""
     th = thresholds or Thresholds()
     options = LoadOptions(trust_pickle=trust_pickle)
     ma, mb = _as_model(a, options), _as_model(b, options)
@@ -125,8 +128,11 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         for m in (ma, mb):
             if m.format_name == "hf":
                 source_dir, source_model = Path(m.path), m
-    ctx = RunContext(options, source_dir, source_model)
-    runner_a, runner_b = build_runner(ma, ctx), build_runner(mb, ctx)
+    ctx = RunContext(options, source_dir, source_model, progress=progress)
+    with step(progress, f"preparing A ({Path(ma.path).name})"):
+        runner_a = build_runner(ma, ctx)
+    with step(progress, f"preparing B ({Path(mb.path).name})"):
+        runner_b = build_runner(mb, ctx)
     feeds, source = _inputs([runner_a, runner_b], input_npz, text)
 
     al = align(runner_a.model, runner_b.model)
@@ -186,10 +192,14 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         points.append(PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note))
 
     if lockstep.can_lockstep(runner_a, runner_b):  # one block of each model in memory, each weight read once
-        _run(lambda: lockstep.run_lockstep(runner_a, runner_b, feeds, sink_a, sink_b), ma.path, feeds)
+        with step(progress, "running A and B block by block", len(runner_a.blocks) or None, "blocks") as advance:
+            _run(lambda: lockstep.run_lockstep(runner_a, runner_b, feeds, sink_a, sink_b,
+                                               progress=lambda _key: advance(1)), ma.path, feeds)
     else:
-        _run(lambda: runner_a.run(feeds, sink_a), ma.path, feeds)
-        _run(lambda: runner_b.run(feeds, sink_b), mb.path, feeds)
+        with step(progress, "running A", None, "points") as advance:
+            _run(lambda: runner_a.run(feeds, lambda *a, **k: (sink_a(*a, **k), advance(1))), ma.path, feeds)
+        with step(progress, "running B", len(order) or None, "points") as advance:
+            _run(lambda: runner_b.run(feeds, lambda *a, **k: (sink_b(*a, **k), advance(1))), mb.path, feeds)
     stored.clear()
     index = {k: i for i, k in enumerate(order)}
     ordered = sorted(points, key=lambda p: index.get(p.a, 10**9) + (0.5 if "optimized" in p.b else 0))
@@ -208,7 +218,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine,
                     "norm_local": th.activation_norm_local, "block_factor": th.activation_block_factor,
                     "block_floor": th.activation_block_floor},
-        output=output_metrics or None,
+        output=output_metrics or None, feeds=feeds,
     )
     for m, r in ((ma, runner_a), (mb, runner_b)):
         if r.replay is not None and r.replay.unmapped_gguf:

@@ -34,7 +34,8 @@ class CompareReport:
     fail_on: Severity = Severity.ERROR
 
     def failing(self) -> list[Finding]:
-        return [f for f in self.findings if SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
+        return [f for f in self.findings
+                if not f.suppressed and SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
 
     @property
     def passed(self) -> bool:

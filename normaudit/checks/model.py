@@ -25,3 +25,10 @@ def eps_unknown(ctx: Context) -> None:
         ctx.finding("eps_unknown", None, None, f"{side} stores no eps for {len(unknown)} layers, so eps was not "
                     "compared", "give a config.json (--config-a/--config-b) or a .pt2 / ONNX / GGUF file that "
                     "records eps")
+
+
+@check("activation_drift", Severity.ERROR, scope="activations",
+       description="with --activations: error that quantization or float round-off cannot explain (a norm or block "
+                   "adding error its weights cannot, a tensor beyond its storage type); expected drift is info")
+def activation_drift(ctx: Context) -> None:
+    """Not run over the static models: these findings come from the activation diff (activations/verdict.py)."""

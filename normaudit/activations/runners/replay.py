@@ -22,6 +22,7 @@ from ...formats.gguf import eps_keys
 from ...formats.gguf.names import name_map
 from ...formats.gguf.reader import GgufFile
 from ...model import NormKind, NormModel
+from ...progress import Progress, step
 from ..base import RunContext
 from ..base import InputHints
 from ..lazy import LazyWeights
@@ -87,7 +88,7 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
     gt.unmapped_gguf = [n for n in gf.tensors if n not in used]
 
 
-def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors]:
+def replay_model(hf_dir: Path, gguf: Path | NormModel, progress: Progress | None = None) -> tuple[Any, GgufTensors]:
     """The HF architecture of ``hf_dir`` with all of the GGUF's weights and its eps, in memory (small models,
     benchmarks); activation diffs stream it instead (:func:`replay_runner`)."""
     import torch
@@ -98,8 +99,9 @@ def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors
     state = model.state_dict()
     map_tensors(gt, list(state))
     missing = []
-    with torch.no_grad():
+    with torch.no_grad(), step(progress, f"loading {Path(gf.path).name} weights", len(state), "tensors") as advance:
         for name, tensor in state.items():
+            advance(1)
             if name in gt.mapping:
                 value = torch.from_numpy(gt.mapping[name][1]())
                 if tuple(value.shape) != tuple(tensor.shape):
