@@ -299,6 +299,10 @@ def test_documents_validate_against_the_shipped_schemas(failing, tm, real, tmp_p
 
     schemas.validate(failing["doc"])
     schemas.validate(normaudit.audit(real / "onnx/cnn.pt2", real / "onnx/cnn-legacy-opset13.onnx").to_dict())
+    quant = normaudit.audit(real / "hf/qwen3", real / "gguf/qwen3-Q4_K_M.gguf", activations=True, sensitivity=True)
+    doc = json.loads(json.dumps(quant.to_dict(), default=float))
+    assert doc["activations"]["weights"] and doc["activations"]["output"] and doc["activations"]["sensitivity"]
+    schemas.validate(doc)
     for model in ("qwen3/qwen3-q8_0.gguf", "bert/bert-legacy-opset14.onnx", "cnn/cnn.pt2"):
         res = runner.invoke(app, ["inspect", str(tm / model), "--json", "-"])
         doc = json.loads(res.stdout)
