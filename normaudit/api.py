@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .checks import compare
 from .config import Thresholds, load_thresholds
-from .formats.registry import load
+from .errors import NoNorms
+from .formats.registry import FORMATS, load
 from .model import NormModel
 from .report.document import AuditReport
 
@@ -41,6 +42,16 @@ class AuditOptions:
     sensitivity: bool = False
 
 
+def _load_side(path: str | Path, format: str | None, opts: "AuditOptions", config: str | Path | None) -> NormModel:
+    """One side of a comparison.  A model with no norm op left is still a valid side when it has convs / Gemms:
+    its BatchNorms were folded into them (every ResNet-style export), and the folds are what gets verified."""
+    model = load(path, format, trust_pickle=opts.trust_pickle, config=config, allow_empty=True)
+    if not model.norms and not model.linear_ops:
+        raise NoNorms(f"{path}: no normalization layers found in this {FORMATS.get(model.format_name, 'model')} "
+                      "(and no conv / Gemm a BatchNorm could be folded into)", hint="is this the right file?")
+    return model
+
+
 def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOptions | None = None,
           **kwargs: object) -> AuditReport:
     """Compare ``a`` (source) and ``b`` (converted): the exact document ``normaudit compare --json`` writes.
@@ -51,10 +62,11 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
     opts = options or AuditOptions(**kwargs)  # type: ignore[arg-type]
     if options is not None and kwargs:
         raise TypeError("give either options or keyword arguments, not both")
-    ma = a if isinstance(a, NormModel) else load(a, opts.format_a, trust_pickle=opts.trust_pickle,
-                                                  config=opts.config_a)
-    mb = b if isinstance(b, NormModel) else load(b, opts.format_b, trust_pickle=opts.trust_pickle,
-                                                  config=opts.config_b)
+    ma = a if isinstance(a, NormModel) else _load_side(a, opts.format_a, opts, opts.config_a)
+    mb = b if isinstance(b, NormModel) else _load_side(b, opts.format_b, opts, opts.config_b)
+    if not ma.norms and not mb.norms:
+        raise NoNorms(f"{ma.path}, {mb.path}: no normalization layers in either model",
+                      hint="BatchNorms folded into convs are checked against the model that still has them")
     report = AuditReport(compare(ma, mb, opts.thresholds), opts.thresholds)
     if opts.activations:
         from .activations import diff_activations
