@@ -672,3 +672,21 @@ def test_deep_diamond_graph_is_bounded(tmp_path):
     (layer,) = normaudit.load(path).norms
     assert time.process_time() - start < 5
     assert layer.kind is NormKind.LAYER_NORM and layer.input_name == prev
+
+
+def test_constant_of_shape_fill_with_external_data_outside_the_folder(tmp_path):
+    """ConstantOfShape's value attribute is read with the same checks as initializers: no reads outside."""
+    (tmp_path / "secret.bin").write_bytes(np.float32(1.0).tobytes())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    fill = onnx.TensorProto(name="value", data_type=TensorProto.FLOAT, dims=[1])
+    fill.data_location = TensorProto.EXTERNAL
+    fill.external_data.add(key="location", value="../secret.bin")
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]), const("s1", np.array([1], np.int64)),
+             const("s2", np.array([2], np.int64)), helper.make_node("Slice", ["shp", "s1", "s2"], ["dim1"]),
+             helper.make_node("ConstantOfShape", ["dim1"], ["ones"], value=fill),
+             helper.make_node("InstanceNormalization", ["x", "ones", "zeros"], ["n"], epsilon=1e-3),
+             helper.make_node("Mul", ["n", "scale"], ["y"])]
+    path = save(model_dir, nodes, [init("scale", W), init("zeros", np.zeros(4, np.float32))], opset=13)
+    with pytest.raises(normaudit.CorruptFile, match="outside the model folder"):
+        normaudit.load(path)

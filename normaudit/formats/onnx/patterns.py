@@ -14,7 +14,8 @@ from ...facts.onnx import AXIS_OPS, FUSED_OPS, LAYOUT_OPS, MVN_DEFAULT_AXES, MVN
 from ...facts.torch import ATEN_NORMS, module_kind
 from ...model import EpsSource, NormKind
 from .dataflow import Flow, Moment, Sym, find_output
-from .graph import MAX_HOPS, Const, OnnxGraph, attr, class_hierarchy, module_from_tensor, module_of
+from .graph import (MAX_HOPS, Const, OnnxGraph, attr, class_hierarchy, module_from_tensor, module_of,
+                    tensor_values)
 
 # -- pattern matchers ---------------------------------------------------------------------------
 
@@ -250,9 +251,11 @@ def _is_fill(g: OnnxGraph, name: str, value: float) -> bool:
     node = g.src(name)
     if node is not None and node.op_type == "ConstantOfShape":
         fill = attr(node, "value")
-        from onnx import numpy_helper
-
-        arr = numpy_helper.to_array(fill) if fill is not None else np.zeros(1, np.float32)
+        if fill is None:
+            return value == 0.0  # the spec's default fill
+        if int(np.prod([int(d) for d in fill.dims] or [1])) != 1:
+            return False
+        arr = tensor_values(fill, g.base_dir, g.source)  # sizes checked, external data contained
         return arr.size == 1 and float(arr.reshape(-1)[0]) == value
     return False
 
