@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .checks import compare
 from .config import Thresholds, load_thresholds
-from .formats.registry import load
+from .errors import NoNorms
+from .formats.registry import FORMATS, load
 from .model import NormModel
 from .progress import Progress, step
 from .report.document import AuditReport
@@ -61,6 +62,9 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
         raise TypeError("give either options or keyword arguments, not both")
     ma = a if isinstance(a, NormModel) else _load(a, "A", opts.format_a, opts.config_a, opts, progress)
     mb = b if isinstance(b, NormModel) else _load(b, "B", opts.format_b, opts.config_b, opts, progress)
+    if not ma.norms and not mb.norms:
+        raise NoNorms(f"{ma.path}, {mb.path}: no normalization layers in either model",
+                      hint="BatchNorms folded into convs are checked against the model that still has them")
     with step(progress, "checking norm pairs"):
         static = compare(ma, mb, opts.thresholds)
     activations = None
@@ -79,5 +83,11 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
 
 def _load(path: str | Path, side: str, format: str | None, config: str | Path | None, opts: AuditOptions,
           progress: Progress | None) -> NormModel:
+    """One side of a comparison.  A model with no norm op left is still a valid side when it has convs / Gemms:
+    its BatchNorms were folded into them (every ResNet-style export), and the folds are what gets verified."""
     with step(progress, f"loading {side} ({Path(path).name})"):
-        return load(path, format, trust_pickle=opts.trust_pickle, config=config)
+        model = load(path, format, trust_pickle=opts.trust_pickle, config=config, allow_empty=True)
+    if not model.norms and not model.linear_ops:
+        raise NoNorms(f"{path}: no normalization layers found in this {FORMATS.get(model.format_name, 'model')} "
+                      "(and no conv / Gemm a BatchNorm could be folded into)", hint="is this the right file?")
+    return model

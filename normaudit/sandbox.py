@@ -70,7 +70,8 @@ def _layer(rec: dict[str, Any], arrays: Any) -> NormLayer:
 
 
 def _linear_record(op: LinearOp, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    out = {"id": op.id, "op": op.op, "module": op.module, "nodes": list(op.nodes)}
+    out = {"id": op.id, "op": op.op, "module": op.module, "nodes": list(op.nodes), "out_axis": op.out_axis,
+           "groups": op.groups, "alpha": op.alpha, "beta": op.beta}
     for name in ("weight", "bias"):
         ref: TensorRef | None = getattr(op, name)
         if ref is not None:
@@ -85,7 +86,9 @@ def _linear(rec: dict[str, Any], arrays: Any) -> LinearOp:
         v = rec.get(name)
         return const_tensor(v["name"], arrays[v["key"]], v["dtype"]) if v else None
 
-    return LinearOp(rec["id"], rec["op"], ref("weight"), ref("bias"), rec.get("module", ""), list(rec.get("nodes", [])))
+    return LinearOp(rec["id"], rec["op"], ref("weight"), ref("bias"), rec.get("module", ""), list(rec.get("nodes", [])),
+                    out_axis=int(rec.get("out_axis", 0)), groups=int(rec.get("groups", 1)),
+                    alpha=float(rec.get("alpha", 1.0)), beta=float(rec.get("beta", 1.0)))
 
 
 def dump_model(model: NormModel, out_dir: Path) -> None:

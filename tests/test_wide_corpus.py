@@ -153,10 +153,10 @@ def test_onnx_eps_changed_in_one_layer(family, rel, tmp_path):
         pytest.skip("no fused norm op with an epsilon attribute in this export")
 
     def f(m):
-        node = next(nd for nd in m.graph.node if (nd.name or nd.output[0]) == target.nodes[0])
-        for a in node.attribute:
-            if a.name == "epsilon":
-                a.f = 0.25
+        nodes = [nd for nd in m.graph.node if (nd.name or nd.output[0]) in target.nodes]
+        attrs = [a for nd in nodes for a in nd.attribute if a.name == "epsilon"]
+        assert len(attrs) == 1
+        attrs[0].f = 0.25
 
     bad = onnx_edit(path, tmp_path / "eps.onnx", f)
     errs = _errors(normaudit.audit(hf, bad))

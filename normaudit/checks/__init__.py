@@ -17,7 +17,7 @@ from . import fold as _fold, model as _model, pair as _pair, unmatched as _unmat
 from .base import (REGISTRY, SEVERITY_RANK, CheckSpec, Context, Finding, PairResult, Severity, check,
                    group_findings, run_scope)
 from .fold import fold_target
-from .pair import pair_convention, scale_metrics, weight_metrics
+from .pair import pair_convention, same_kind, scale_metrics, weight_metrics
 
 #: check name -> one-line description (``normaudit checks``)
 CHECKS: dict[str, str] = {name: spec.description for name, spec in REGISTRY.items()}
@@ -65,7 +65,7 @@ def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None) ->
             p.b = replace(p.b, convention=p.a.convention, notes=p.b.notes + ["convention taken from A"])
         for _ in run_scope("pair", ctx, p):
             pass
-        metrics = scale_metrics(ctx, p) if p.a.kind == p.b.kind else None
+        metrics = scale_metrics(ctx, p) if same_kind(p.a, p.b) else None
         ctx.pairs.append(PairResult(p.a.id, p.b.id, p.a.kind.value, p.a.eps, p.b.eps, p.method,
                                     pair_convention(p.a, p.b, b.format), metrics))
     ctx.cache["aligned"] = al.pairs

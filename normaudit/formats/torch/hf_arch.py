@@ -24,10 +24,10 @@ import numpy as np
 from ... import kernels
 from ...facts.hf import EPS_KEYS
 from ...facts.torch import EPS_ATTRS, module_kind, qk_role
-from ...model import Convention, EpsSource, NormKind, NormLayer, TensorRef
+from ...model import Convention, EpsSource, LinearOp, NormKind, NormLayer, TensorRef
 from .hf_config import config_value
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -45,6 +45,19 @@ class ModuleFact:
     tensors: dict[str, str]  # weight / bias / running_mean / running_var -> checkpoint key
     how: str  # probed | class
     notes: list[str] = field(default_factory=list)
+    producer: str = ""  # the conv / linear module whose output this (batch) norm normalizes, when traced
+
+
+@dataclass
+class LinearFact:
+    """A conv / linear of the architecture (where a BatchNorm can be folded to)."""
+
+    module: str
+    op: str  # conv | conv_transpose | linear
+    weight: str  # checkpoint key
+    bias: str | None
+    out_axis: int = 0
+    groups: int = 1
 
 
 def cache_dir() -> Path:
@@ -61,11 +74,12 @@ def _version(pkg: str) -> str | None:
 
 
 def module_facts(model_dir: Path, config: dict[str, Any], checkpoint_keys: list[str],
-                 trust_remote_code: bool = False) -> tuple[list[ModuleFact] | None, str]:
-    """The norm modules of the architecture (cached), or (None, why not)."""
+                 trust_remote_code: bool = False) -> tuple[list[ModuleFact] | None, str, list[LinearFact]]:
+    """The norm modules of the architecture and, when it has BatchNorms, its convs (cached); or (None, why not)."""
     tf, torch_v = _version("transformers"), _version("torch")
     if tf is None or torch_v is None:
-        return None, "transformers/torch not installed (pip install 'normaudit[run]' to read the model's own modules)"
+        return (None, "transformers/torch not installed (pip install 'normaudit[run]' to read the model's own modules)",
+                [])
     key_src = json.dumps({"v": CACHE_VERSION, "tf": tf, "config": config, "keys": sorted(checkpoint_keys),
                           "remote": trust_remote_code}, sort_keys=True, default=str)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:32]
@@ -73,28 +87,31 @@ def module_facts(model_dir: Path, config: dict[str, Any], checkpoint_keys: list[
     if path.is_file():
         try:
             doc = json.loads(path.read_text())
-            return [ModuleFact(**d) for d in doc["facts"]], doc["how"]
+            return ([ModuleFact(**d) for d in doc["facts"]], doc["how"],
+                    [LinearFact(**d) for d in doc.get("convs", [])])
         except (ValueError, TypeError, KeyError, OSError):
             pass  # a broken cache entry is rebuilt
     try:
-        facts, how = _build(model_dir, checkpoint_keys, trust_remote_code)
+        facts, how, convs = _build(model_dir, checkpoint_keys, trust_remote_code)
     except _Unbuildable as exc:
-        return None, str(exc)
+        return None, str(exc), []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"facts": [f.__dict__ for f in facts], "how": how}))
+        tmp.write_text(json.dumps({"facts": [f.__dict__ for f in facts], "how": how,
+                                   "convs": [c.__dict__ for c in convs]}))
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs time
-    return facts, how
+    return facts, how, convs
 
 
 class _Unbuildable(Exception):
     pass
 
 
-def _build(model_dir: Path, checkpoint_keys: list[str], trust_remote_code: bool) -> tuple[list[ModuleFact], str]:
+def _build(model_dir: Path, checkpoint_keys: list[str], trust_remote_code: bool
+           ) -> tuple[list[ModuleFact], str, list[LinearFact]]:
     import torch
 
     from ...activations.runners.hf import meta_module
@@ -110,7 +127,85 @@ def _build(model_dir: Path, checkpoint_keys: list[str], trust_remote_code: bool)
         fact = _fact(name, mod, key_map, torch)
         if fact is not None:
             facts.append(fact)
-    return facts, f"modules of {type(module).__name__} built from config.json (transformers {_version('transformers')})"
+    how = f"modules of {type(module).__name__} built from config.json (transformers {_version('transformers')})"
+    convs: list[LinearFact] = []
+    if any(f.kind == NormKind.BATCH_NORM.value for f in facts):  # where each BatchNorm could be folded to
+        convs = _linears(module, key_map, torch)
+        producers = _trace_producers(module, torch)
+        for f in facts:
+            f.producer = producers.get(f.module, "")
+        if not producers:
+            how += "; the conv feeding each BatchNorm could not be traced"
+    return facts, how, convs
+
+
+def _linears(module: Any, key_map: dict[str, str], torch: Any) -> list[LinearFact]:
+    nn = torch.nn
+    out = []
+    for name, mod in module.named_modules():
+        if isinstance(mod, nn.modules.conv._ConvTransposeNd):
+            op, axis, groups = "conv_transpose", 1, int(mod.groups)
+        elif isinstance(mod, nn.modules.conv._ConvNd):
+            op, axis, groups = "conv", 0, 1
+        elif isinstance(mod, nn.Linear):
+            op, axis, groups = "linear", 0, 1
+        else:
+            continue
+        w = key_map.get(f"{name}.weight")
+        if w is None:
+            continue
+        b = key_map.get(f"{name}.bias") if getattr(mod, "bias", None) is not None else None
+        out.append(LinearFact(name, op, w, b, axis, groups))
+    return out
+
+
+def _dummy_inputs(module: Any, torch: Any) -> dict[str, Any] | None:
+    """A meta-device input the model's forward accepts, from its signature and config."""
+    import inspect as _inspect
+
+    params = _inspect.signature(module.forward).parameters
+    cfg = module.config
+    meta = torch.device("meta")
+    if "pixel_values" in params:
+        size = getattr(cfg, "image_size", 64)
+        size = size if isinstance(size, int) else int(size[0])
+        return {"pixel_values": torch.zeros((1, int(getattr(cfg, "num_channels", 3)), size, size), device=meta)}
+    if "input_values" in params:
+        return {"input_values": torch.zeros((1, 16000), device=meta)}
+    if "input_features" in params:
+        return {"input_features": torch.zeros((1, int(getattr(cfg, "num_mel_bins", 80)),
+                                               2 * int(getattr(cfg, "max_source_positions", 1500))), device=meta)}
+    if "input_ids" in params:
+        return {"input_ids": torch.zeros((1, 8), dtype=torch.long, device=meta)}
+    return None
+
+
+def _trace_producers(module: Any, torch: Any) -> dict[str, str]:
+    """BatchNorm module path -> the conv / linear module whose output it normalizes: a forward pass on the meta
+    device (no data, no memory) follows which module's output tensor each BatchNorm receives."""
+    nn = torch.nn
+    inputs = _dummy_inputs(module, torch)
+    if inputs is None:
+        return {}
+    module = module.to("meta")
+    made: dict[int, str] = {}
+    found: dict[str, str] = {}
+    handles = []
+    for name, mod in module.named_modules():
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)):
+            handles.append(mod.register_forward_hook(lambda m, a, out, n=name: made.__setitem__(id(out), n)))
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            handles.append(mod.register_forward_pre_hook(
+                lambda m, a, n=name: found.__setitem__(n, made.get(id(a[0]), "")) if a else None))
+    try:
+        with torch.no_grad():
+            module(**inputs)
+    except Exception:  # an architecture the meta device cannot run: no producers, folds matched by names
+        return {}
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: v for k, v in found.items() if v}
 
 
 def _checkpoint_names(module: Any, checkpoint_keys: list[str]) -> dict[str, str]:
@@ -254,6 +349,11 @@ def _check_eps(probe: Any, kind: str, one_plus: bool, axis: tuple[int, ...], wn:
             "no eps attribute found")
 
 
+def linear_ops_from_facts(convs: list[LinearFact], refs: dict[str, TensorRef]) -> list[LinearOp]:
+    return [LinearOp(c.module, c.op, refs[c.weight], refs.get(c.bias) if c.bias else None, c.module,
+                     out_axis=c.out_axis, groups=c.groups) for c in convs if c.weight in refs]
+
+
 def layers_from_facts(facts: list[ModuleFact], refs: dict[str, TensorRef], config: dict[str, Any],
                       how: str) -> list[NormLayer]:
     """NormLayer records from probed module facts, with the checkpoint's tensors."""
@@ -276,5 +376,6 @@ def layers_from_facts(facts: list[ModuleFact], refs: dict[str, TensorRef], confi
             weight=tensors.get("weight"), bias=tensors.get("bias"), running_mean=tensors.get("running_mean"),
             running_var=tensors.get("running_var"), num_groups=f.num_groups, axis=tuple(f.axis),
             convention=Convention(f.convention), module=f.module, role=qk_role(f.module), notes=notes,
+            producer=f.producer,
         ))
     return norms

@@ -87,16 +87,17 @@ def model_from_tensors(path: Path, container: str, refs: dict[str, TensorRef],
     """A NormModel of a checkpoint (flat tensors).  With a config.json, the architecture it describes is built
     (meta device, cached) and its norm modules are read from what they are; else, or without transformers, the
     norms are found by tensor names and shapes, eps from the config — and the model's notes say which."""
-    norms, how = None, ""
+    norms, how, linear_ops = None, "", []
     if config and config_dir is not None:
-        from .hf_arch import layers_from_facts, module_facts
+        from .hf_arch import layers_from_facts, linear_ops_from_facts, module_facts
 
-        facts, how = module_facts(config_dir, config, list(refs), trust_remote_code)
+        facts, how, convs = module_facts(config_dir, config, list(refs), trust_remote_code)
         if facts is not None:
             norms = sorted(layers_from_facts(facts, refs, config, how), key=lambda n: natural(n.id))
+            linear_ops = linear_ops_from_facts(convs, refs)
     model = NormModel(path=str(path), format="pytorch", architecture=architecture_of(config) if config else None,
                       norms=norms if norms is not None else norms_from_tensors(refs, config), container=container,
-                      tensors=refs)
+                      tensors=refs, linear_ops=linear_ops)
     if config:
         model.metadata = {"model_type": model_type_of(config), "config": config,
                           "norms_from": "modules" if norms is not None else "names"}
