@@ -19,9 +19,10 @@ from .report.document import AuditReport
 
 
 def inspect(path: str | Path, format: str | None = None, *, trust_pickle: bool = False,
-            config: str | Path | None = None) -> NormModel:
-    """Every norm layer of a model file or HF directory (what ``normaudit inspect`` lists)."""
-    return load(path, format, trust_pickle=trust_pickle, config=config)
+            config: str | Path | None = None, revision: str | None = None) -> NormModel:
+    """Every norm layer of a model file or HF directory (what ``normaudit inspect`` lists); ``revision`` picks
+    the snapshot of a Hugging Face cache folder (``models--org--name``)."""
+    return load(path, format, trust_pickle=trust_pickle, config=config, revision=revision)
 
 
 @dataclass
@@ -32,6 +33,8 @@ class AuditOptions:
     format_b: str | None = None
     config_a: str | Path | None = None
     config_b: str | Path | None = None
+    revision_a: str | None = None  # snapshot of a Hugging Face cache folder (default refs/main)
+    revision_b: str | None = None
     trust_pickle: bool = False
     thresholds: Thresholds = field(default_factory=load_thresholds)
     activations: bool = False  # also run both models and diff activations layer by layer
@@ -52,9 +55,9 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
     if options is not None and kwargs:
         raise TypeError("give either options or keyword arguments, not both")
     ma = a if isinstance(a, NormModel) else load(a, opts.format_a, trust_pickle=opts.trust_pickle,
-                                                  config=opts.config_a)
+                                                  config=opts.config_a, revision=opts.revision_a)
     mb = b if isinstance(b, NormModel) else load(b, opts.format_b, trust_pickle=opts.trust_pickle,
-                                                  config=opts.config_b)
+                                                  config=opts.config_b, revision=opts.revision_b)
     report = AuditReport(compare(ma, mb, opts.thresholds), opts.thresholds)
     if opts.activations:
         from .activations import diff_activations

@@ -15,6 +15,7 @@ from .api import AuditOptions, audit, inspect as inspect_model
 from .checks import REGISTRY as CHECK_REGISTRY
 from .config import load_thresholds
 from .errors import NormauditError
+from .extras import from_import_error
 from .formats import FORMATS
 from .model import NormModel
 from .report import AuditReport, activation_tables, compare_tables, inspect_table, write_json
@@ -54,6 +55,13 @@ def _errors() -> Iterator[None]:
         _fail(exc.line())
     except KeyboardInterrupt:
         _fail("interrupted")
+    except ImportError as exc:  # an optional dependency some path imported without extras.require
+        missing = from_import_error(exc, "this command")
+        if missing is None:
+            if os.environ.get("NORMAUDIT_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set NORMAUDIT_DEBUG=1 for the traceback)")
+        _fail(missing.line())
     except Exception as exc:  # never a traceback for users
         if os.environ.get("NORMAUDIT_DEBUG"):
             raise
@@ -91,6 +99,9 @@ TrustOpt = Annotated[bool, typer.Option(
                            "files you trust.")]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="HF config.json for a bare state_dict or safetensors file (eps and architecture).")]
+RevisionOpt = Annotated[Optional[str], typer.Option(
+    "--revision", help="Hugging Face cache folder (models--org--name): the ref or commit to open "
+                       "(default refs/main, else the newest snapshot).")]
 JsonOpt = Annotated[Optional[str], typer.Option(
     "--json", help="Write the JSON report to FILE, or '-' for stdout (then no table is printed).",
     metavar="FILE|-")]
@@ -102,13 +113,14 @@ def inspect(
     format: FormatOpt = None,
     trust_pickle: TrustOpt = False,
     config: ConfigOpt = None,
+    revision: RevisionOpt = None,
     json_out: JsonOpt = None,
     no_stats: Annotated[bool, typer.Option("--no-stats", help="Do not read weights for min/mean/max.")] = False,
 ) -> None:
     """List every norm layer of MODEL: kind, eps and where it came from, shape, dtype, weight stats."""
     with _errors():
         with _status(f"loading {model} ..."):
-            m = inspect_model(model, format, trust_pickle=trust_pickle, config=config)
+            m = inspect_model(model, format, trust_pickle=trust_pickle, config=config, revision=revision)
         if json_out is not None:
             write_json(m.to_dict(stats=not no_stats), json_out)
         if json_out != "-":
@@ -126,6 +138,10 @@ def compare(
     format_b: Annotated[Optional[str], typer.Option("--format-b", help="Force B's format.")] = None,
     config_a: Annotated[Optional[str], typer.Option("--config-a", help="HF config.json for a bare A.")] = None,
     config_b: Annotated[Optional[str], typer.Option("--config-b", help="HF config.json for a bare B.")] = None,
+    revision_a: Annotated[Optional[str], typer.Option(
+        "--revision-a", help="A is a Hugging Face cache folder: the ref or commit to open.")] = None,
+    revision_b: Annotated[Optional[str], typer.Option(
+        "--revision-b", help="B is a Hugging Face cache folder: the ref or commit to open.")] = None,
     trust_pickle: TrustOpt = False,
     json_out: JsonOpt = None,
     fail_on: Annotated[Optional[str], typer.Option(
@@ -173,6 +189,7 @@ def compare(
                              rel_l2_override=rel_l2, fold_rel_l2=fold_rel_l2, activation_rel_l2=act_rel_l2,
                              activation_cosine=act_cosine)
         options = AuditOptions(format_a=format_a, format_b=format_b, config_a=config_a, config_b=config_b,
+                               revision_a=revision_a, revision_b=revision_b,
                                trust_pickle=trust_pickle, thresholds=th, activations=activations,
                                input_npz=input_npz, text=text, model_dir=model_dir, sensitivity=sensitivity)
         with _status("loading and comparing ..." if not activations else "loading and running both models ..."):

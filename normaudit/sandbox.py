@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CorruptFile, NormauditError
+from .extras import check
 from .model import (Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, Role, TensorRef,
                     const_tensor)
 
@@ -116,6 +117,7 @@ def load_isolated(loader: str, path: Path, *, what: str, memory_bytes: int | Non
     """Run ``loader`` (``module:function`` taking a Path, returning a NormModel) on ``path`` in a child process.
 
     ``what`` names the loader in errors ("the TorchScript loader")."""
+    check("torch", f"{path}: {what}")  # every loader run here is torch's
     size = path.stat().st_size
     memory = memory_bytes or MEMORY_BASE + 4 * size
     timeout = timeout_s or TIME_BASE_S + size / 2**24  # + 1 s per 16 MiB

@@ -21,6 +21,7 @@ class LoadOptions:
 
     trust_pickle: bool = False  # allow unpickling (runs code from the file)
     config: Path | None = None  # HF config.json for a bare state_dict / safetensors file
+    revision: str | None = None  # Hugging Face cache folder: ref name or commit to open (default refs/main)
 
 
 class Probe:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import NormauditError, brief
+from ...extras import require
 from ...facts.hf import ALL_EPS_KEYS, TEXT_CONFIG_KEYS
 from ...model import NormModel
 from ..base import InputHints, RunContext, Sink, as_numpy
@@ -129,11 +130,8 @@ def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise NormauditError("activation diffs of Hugging Face models need transformers",
-                             hint="pip install 'normaudit[hf]'") from None
+    require("torch", f"{model_dir}: running a Hugging Face model", extra="activations")
+    transformers = require("transformers", f"{model_dir}: running a Hugging Face model", extra="activations")
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
@@ -201,7 +199,7 @@ def hf_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
 
 def module_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
     """A trusted pickled nn.Module, run in this process (--trust-pickle: the user vouches for the file)."""
-    import torch
+    torch = require("torch", f"{path}: running a PyTorch module", extra="activations")
 
     if model.container != "module" or not ctx.options.trust_pickle:
         raise NormauditError(f"{path}: a state_dict has no code to run", hint="use the HF dir or the .pt2")

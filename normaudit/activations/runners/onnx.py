@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import NormauditError, reading
+from ...extras import check
 from ...model import NormModel
 from ..base import InputHints, Sink, block_key
 
@@ -20,6 +21,8 @@ class OnnxRunner:
 
     def __init__(self, path: Path, model: NormModel, optimized_output: bool = True) -> None:
         import onnx
+
+        check("onnxruntime", f"{path}: running an ONNX model", extra="activations")
 
         from ...formats.onnx.graph import module_of
 

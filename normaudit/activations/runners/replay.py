@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import kernels
 from ...errors import NormauditError
+from ...extras import require
 from ...facts import gguf as gguf_facts
 from ...facts.hf import ONE_PLUS_EXCEPTIONS
 from ...formats.gguf import eps_keys
@@ -87,7 +88,8 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
 
 def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors]:
     """The HF architecture of ``hf_dir`` with the GGUF's weights and eps."""
-    import torch
+    label = gguf.path if isinstance(gguf, NormModel) else gguf
+    torch = require("torch", f"{label}: replaying a GGUF", extra="activations")
 
     gf = gguf.handle if isinstance(gguf, NormModel) else GgufFile(Path(gguf))
     gt = open_gguf(gf)
