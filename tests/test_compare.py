@@ -37,6 +37,7 @@ CLEAN = [
 ]
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("a, b", CLEAN, ids=lambda p: p.split("/")[-1])
 def test_clean_pairs_pass(real, a, b):
     r = run(real / a, real / b)

@@ -5,7 +5,6 @@ Adding a format is one module implementing :class:`Format` plus one line in :mod
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +49,8 @@ class Probe:
         """Member names of a zip archive (at most 10000), [] if it is not a readable zip."""
         if not self.is_zip:
             return []
+        import zipfile
+
         try:
             with zipfile.ZipFile(self.path) as zf:
                 return zf.namelist()[:10000]

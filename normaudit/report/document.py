@@ -4,12 +4,14 @@ every output (table, JSON, ...)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..activations.driver import ActivationReport
 from ..checks import CompareReport, Finding, PairResult, Severity
 from ..config import Thresholds
 from ..model import NormModel
+
+if TYPE_CHECKING:  # a static compare never imports the activation machinery
+    from ..activations.driver import ActivationReport
 
 COMPARE_SCHEMA = "normaudit.compare/1"
 INSPECT_SCHEMA = "normaudit.inspect/1"
