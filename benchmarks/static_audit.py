@@ -22,7 +22,8 @@ What it measures, each in a fresh child process (interpreter start included), re
             check: the least a Python tool comparing the values can do
   script    a minimal safetensors.safe_open(framework="numpy") + gguf.GGUFReader comparison (~20 lines)
   normaudit `normaudit compare HF GGUF` (the CLI, table rendered to a pipe; its exit code must be 0)
-Wall time (min and median), peak RSS (the child's VmHWM) and bytes read (the child's /proc/self/io:
+Wall time (min and median), CPU time (user + sys of the child: steadier than wall time on a shared
+machine), peak RSS (the child's VmHWM) and bytes read (the child's /proc/self/io:
 read_bytes = from the block device, rchar = through read syscalls; memory-mapped reads show only in
 read_bytes).  Warm: files in the page cache.  Cold: each model file's pages dropped from the page cache with
 posix_fadvise(DONTNEED) before every run (Python's own files stay cached; the host below this VM may still
@@ -423,7 +424,8 @@ def run_child(tool: str, manifest_path: Path, m: dict, cold: bool) -> dict:
         os.unlink(out)
     if not rec["ok"]:
         raise SystemExit(f"{tool} did not pass the comparison:\n{stderr[-2000:]}")
-    return {"wall_s": wall, "rss_mb": rec["io"]["vm_hwm_kb"] / 1024, "read_bytes": rec["io"]["read_bytes"],
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": rec["io"]["vm_hwm_kb"] / 1024,
+            "read_bytes": rec["io"]["read_bytes"],
             "rchar": rec["io"]["rchar"], "inproc_s": rec["inproc_s"]}
 
 
@@ -451,12 +453,13 @@ def report(m: dict, results: dict, reps: int, cold_reps: int) -> dict:
           f"{m['apparent_bytes'] / 1e9:.1f} GB apparent, {m['allocated_bytes'] / 1e9:.2f} GB written "
           f"(margins {m['margin'] >> 20} MiB), exact bytes needed {m['exact_bytes'] / mb:.2f} MB; "
           f"{reps} warm and {cold_reps} cold runs each")
-    print(f"{'tool':10s} {'warm min s':>10s} {'warm med s':>10s} {'cold min s':>10s} {'cold med s':>10s} "
-          f"{'peak RSS MB':>11s} {'cold read MB':>12s} {'cold rchar MB':>13s}")
+    print(f"{'tool':10s} {'warm min s':>10s} {'warm med s':>10s} {'CPU min s':>9s} {'cold min s':>10s} "
+          f"{'cold med s':>10s} {'peak RSS MB':>11s} {'cold read MB':>12s} {'cold rchar MB':>13s}")
     table = {}
     for t in TOOLS:
         w, c = results[t]["warm"], results[t]["cold"]
         row = {"warm_min_s": summary(w, "wall_s")[0], "warm_median_s": summary(w, "wall_s")[1],
+               "cpu_min_s": summary(w, "cpu_s")[0], "cpu_median_s": summary(w, "cpu_s")[1],
                "cold_min_s": summary(c, "wall_s")[0] if c else None,
                "cold_median_s": summary(c, "wall_s")[1] if c else None,
                "rss_median_mb": summary(w, "rss_mb")[1], "rss_max_mb": max(r["rss_mb"] for r in w + c),
@@ -466,7 +469,8 @@ def report(m: dict, results: dict, reps: int, cold_reps: int) -> dict:
         cold = (f"{row['cold_min_s']:10.3f} {row['cold_median_s']:10.3f}" if c else f"{'-':>10s} {'-':>10s}")
         reads = (f"{row['cold_read_median_mb']:12.2f} {row['cold_rchar_median_mb']:13.2f}" if c
                  else f"{'-':>12s} {'-':>13s}")
-        print(f"{t:10s} {row['warm_min_s']:10.3f} {row['warm_median_s']:10.3f} {cold} {row['rss_max_mb']:11.1f} "
+        print(f"{t:10s} {row['warm_min_s']:10.3f} {row['warm_median_s']:10.3f} {row['cpu_min_s']:9.3f} {cold} "
+              f"{row['rss_max_mb']:11.1f} "
               f"{reads}")
     na = table["normaudit"]
     ratios = {}
@@ -474,12 +478,14 @@ def report(m: dict, results: dict, reps: int, cold_reps: int) -> dict:
         b = table[base]
         ratios[base] = {
             "warm_min": na["warm_min_s"] / b["warm_min_s"], "warm_median": na["warm_median_s"] / b["warm_median_s"],
+            "cpu_min": na["cpu_min_s"] / b["cpu_min_s"],
             "cold_median": na["cold_median_s"] / b["cold_median_s"] if cold_reps else None,
             "rss": na["rss_max_mb"] / b["rss_max_mb"],
             "cold_read": (na["cold_read_median_mb"] / b["cold_read_median_mb"]
                           if cold_reps and b["cold_read_median_mb"] else None)}
         r = ratios[base]
         print(f"normaudit / {base:8s}: time warm {r['warm_min']:.2f}x (min) {r['warm_median']:.2f}x (median)"
+              f", CPU {r['cpu_min']:.2f}x (min)"
               + (f", cold {r['cold_median']:.2f}x (median)" if r["cold_median"] else "")
               + f"; peak RSS {r['rss']:.2f}x"
               + (f"; cold bytes read {r['cold_read']:.2f}x" if r["cold_read"] else ""))
@@ -497,6 +503,10 @@ def main() -> None:
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="normaudit-bench-"))
+    # an installed package has its bytecode compiled at install time; a checkout may not (PYTHONDONTWRITEBYTECODE)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "normaudit")], check=True)
+    print(f"python {sys.version.split()[0]} ({sys.executable}); machine load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores", flush=True)
     out = {}
     try:
         for name in args.shape:
