@@ -12,12 +12,14 @@ keep and reuse it):
        (138 GB) and a Q4_K_M-shaped GGUF (41 GB).
 The files are sparse: the headers, the norm tensors (random values around 1, the GGUF holding the same values
 as float32) and MARGIN MiB of real random bytes on each side of every byte range the comparison needs are
-written; everything else is a hole.  The margins are real data so that readahead around a small read (up to
-the device's read_ahead_kb; 8 MiB on the machine this was written on) is counted as a disk read; holes cost
-no I/O, so bytes read beyond the margins are not measured.
+written; everything else is a hole.  The margins are real data so that what the kernel reads around a small
+read is counted as a disk read: a page fault on a memory map reads a window of read_ahead_kb centered on it
+(8 MiB on the machine this was written on, so 4 MiB each side).  Holes cost no I/O: bytes read beyond the
+margins would not be measured.
 
 What it measures, each in a fresh child process (interpreter start included), repeated and interleaved:
-  floor     os.pread of exactly the header and norm byte ranges (their offsets written down at build time)
+  floor     os.pread of exactly the header and norm byte ranges (their offsets written down at build time),
+            readahead off (POSIX_FADV_RANDOM)
   floor+np  the same, plus `import numpy`, decoding the norms and computing their relative L2 and the eps
             check: the least a Python tool comparing the values can do
   script    a minimal safetensors.safe_open(framework="numpy") + gguf.GGUFReader comparison (~20 lines)
@@ -64,6 +66,7 @@ def _child(tool: str, manifest_path: str) -> None:
         total = 0
         for path, ranges in m["ranges"].items():
             fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # exactly these bytes: no readahead around them
             for off, n in ranges:
                 total += len(os.pread(fd, n, off))
             os.close(fd)
@@ -93,7 +96,10 @@ def _floor_np(m: dict) -> bool:
     fds: dict[str, int] = {}
 
     def read(path: str, off: int, n: int, dtype: str) -> np.ndarray:
-        fd = fds.get(path) or fds.setdefault(path, os.open(path, os.O_RDONLY))
+        if path not in fds:
+            fds[path] = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fds[path], 0, 0, os.POSIX_FADV_RANDOM)
+        fd = fds[path]
         return np.frombuffer(os.pread(fd, n, off), dtype=dtype).astype(np.float32)
 
     ok = np.float32(m["eps_hf"]) == np.float32(m["eps_gguf"])

@@ -10,6 +10,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..fileio import open_random
+
 if TYPE_CHECKING:
     from ..model import NormModel
 
@@ -33,7 +35,7 @@ class Probe:
         self.is_dir = path.is_dir()
         self.head = b""
         if not self.is_dir:
-            with path.open("rb") as fh:
+            with open_random(path) as fh:
                 self.head = fh.read(self.HEAD_BYTES)
 
     @cached_property

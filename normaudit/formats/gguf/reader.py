@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptFile
-from ...fileio import pread_exact
+from ...fileio import open_random, pread_exact
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -141,7 +141,7 @@ class GgufFile:
         self.path = Path(path)
         try:
             self.size = self.path.stat().st_size
-            with self.path.open("rb") as fh:
+            with open_random(self.path) as fh:
                 self._parse(_Cursor(fh, self.path, self.size))
         except OSError as exc:
             raise CorruptFile(f"{path}: cannot read GGUF file ({exc.strerror or exc})") from None
