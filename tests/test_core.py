@@ -105,3 +105,38 @@ def test_corpus_static_files_without_extras():
     files += [str(p) for ext in ("gguf/*.gguf", "onnx/*.onnx", "onnx/*.pt2") for p in sorted(CORPUS.glob(ext))]
     out, err = probe("api", [[f, None] for f in files], hide=HEAVY)
     assert out["code"] is None and "Traceback" not in err, err
+
+
+def _read_bytes() -> int:
+    with open("/proc/self/io") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("read_bytes"))
+
+
+def test_gguf_header_walk_reads_no_readahead_window(tmp_path):
+    """Cold, the header walk reads its 1 MiB buffer and nothing around it (POSIX_FADV_RANDOM); a plain read
+    of the same MiB pulls the kernel's readahead window too (the control: skipped where there is none)."""
+    from normaudit.formats.gguf.reader import GgufFile
+
+    if not os.path.exists("/proc/self/io") or not hasattr(os, "posix_fadvise"):
+        pytest.skip("needs Linux I/O accounting")
+    path = tmp_path / "big.gguf"
+    path.write_bytes((TM / "llama/llama-f32.gguf").read_bytes() + os.urandom(24 << 20))
+
+    def cold(fn) -> int:
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+        before = _read_bytes()
+        fn()
+        return _read_bytes() - before
+
+    def plain() -> None:
+        with open(path, "rb") as fh:
+            fh.read(1 << 20)
+
+    control = cold(plain)
+    if control < (3 << 19):
+        pytest.skip(f"no readahead to avoid here (a cold 1 MiB read read {control} bytes)")
+    walked = cold(lambda: GgufFile(path))
+    assert walked <= (1 << 20) + (64 << 10), (walked, control)
