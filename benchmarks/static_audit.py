@@ -20,8 +20,8 @@ margins would not be measured.
 What it measures, each in a fresh child process (interpreter start included), repeated and interleaved:
   floor     os.pread of exactly the header and norm byte ranges (their offsets written down at build time),
             readahead off (POSIX_FADV_RANDOM)
-  floor+np  the same, plus `import numpy`, decoding the norms and computing their relative L2 and the eps
-            check: the least a Python tool comparing the values can do
+  floor+np  the same reads, then `import numpy`, decoding the norms, their relative L2 and the eps check:
+            the least a Python tool comparing the values can do
   script    a minimal safetensors.safe_open(framework="numpy") + gguf.GGUFReader comparison (~20 lines)
   normaudit `normaudit compare HF GGUF` (the CLI, table rendered to a pipe; its exit code must be 0)
 Wall time (min and median), CPU time (user + sys of the child: steadier than wall time on a shared
@@ -63,14 +63,7 @@ def _child(tool: str, manifest_path: str) -> None:
         m = json.load(fh)
     ok = True
     if tool == "floor":
-        total = 0
-        for path, ranges in m["ranges"].items():
-            fd = os.open(path, os.O_RDONLY)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # exactly these bytes: no readahead around them
-            for off, n in ranges:
-                total += len(os.pread(fd, n, off))
-            os.close(fd)
-        ok = total == m["exact_bytes"]
+        ok = sum(len(b) for b in _read_exact(m).values()) == m["exact_bytes"]
     elif tool == "floor+np":
         ok = _floor_np(m)
     elif tool == "script":
@@ -90,25 +83,29 @@ def _child(tool: str, manifest_path: str) -> None:
         json.dump(rec, fh)
 
 
+def _read_exact(m: dict) -> dict[tuple[str, int], bytes]:
+    """Every needed byte range (headers and norms), with positioned reads and readahead off."""
+    out = {}
+    for path, ranges in m["ranges"].items():
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # exactly these bytes: no readahead around them
+        for off, n in ranges:
+            out[(path, off)] = os.pread(fd, n, off)
+        os.close(fd)
+    return out
+
+
 def _floor_np(m: dict) -> bool:
+    """The floor's reads, then numpy: the norms decoded and compared, the eps checked."""
+    data = _read_exact(m)
     import numpy as np
 
-    fds: dict[str, int] = {}
-
-    def read(path: str, off: int, n: int, dtype: str) -> np.ndarray:
-        if path not in fds:
-            fds[path] = os.open(path, os.O_RDONLY)
-            os.posix_fadvise(fds[path], 0, 0, os.POSIX_FADV_RANDOM)
-        fd = fds[path]
-        return np.frombuffer(os.pread(fd, n, off), dtype=dtype).astype(np.float32)
-
     ok = np.float32(m["eps_hf"]) == np.float32(m["eps_gguf"])
-    for a, b in m["norm_pairs"]:
-        x, y = read(*a), read(*b)
+    for (pa, oa, _, ta), (pb, ob, _, tb) in m["norm_pairs"]:
+        x = np.frombuffer(data[(pa, oa)], dtype=ta).astype(np.float32)
+        y = np.frombuffer(data[(pb, ob)], dtype=tb).astype(np.float32)
         ok &= bool(np.linalg.norm(x - y) <= 1e-3 * np.linalg.norm(x))
-    for fd in fds.values():
-        os.close(fd)
-    return bool(ok)
+    return bool(ok) and len(m["norm_pairs"]) > 0
 
 
 def _minimal_script(hf: str, gguf_path: str) -> bool:

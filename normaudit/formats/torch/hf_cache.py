@@ -91,7 +91,6 @@ class ModelFolder:
 
     dir: Path
     root: Path  # resolved
-    given: Path  # what the user named
     how: str = ""  # how a cache snapshot was chosen ("" for a plain folder)
 
     def file(self, name: str, what: str) -> Path:
@@ -115,13 +114,13 @@ def model_folder(path: Path, revision: str | None = None) -> ModelFolder:
     """The folder to read for ``path``: itself, or a snapshot of a hub-cache repo folder."""
     if is_cache_repo(path):
         snap, how = resolve_snapshot(path, revision)
-        return ModelFolder(snap, path.resolve(), path, how)
+        return ModelFolder(snap, path.resolve(), how)
     if revision is not None:
         raise NormauditError(f"{path}: --revision applies to a Hugging Face cache folder (models--org--name)")
     repo = repo_of_snapshot(path)
     if repo is not None:  # a snapshot folder named directly: its symlinks point into the repo's blobs/
-        return ModelFolder(path, repo.resolve(), path, f"snapshot {path.name}")
-    return ModelFolder(path, path.resolve(), path)
+        return ModelFolder(path, repo.resolve(), f"snapshot {path.name}")
+    return ModelFolder(path, path.resolve())
 
 
 def snapshot_dir(path: Path, revision: str | None = None) -> Path:
