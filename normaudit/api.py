@@ -23,11 +23,13 @@ from .report.document import AuditReport
 
 
 def inspect(path: str | Path, format: str | None = None, *, trust_pickle: bool = False,
-            config: str | Path | None = None, progress: Progress | None = None) -> NormModel:
+            config: str | Path | None = None, revision: str | None = None,
+            progress: Progress | None = None) -> NormModel:
     """Every norm layer of a model file or HF directory (what ``normaudit inspect`` lists;
-    ``normaudit.report.inspect_document(model)`` is its ``--json`` document)."""
+    ``normaudit.report.inspect_document(model)`` is its ``--json`` document); ``revision`` picks the snapshot of a
+    Hugging Face cache folder (``models--org--name``)."""
     with step(progress, f"loading {Path(path).name}"):
-        return load(path, format, trust_pickle=trust_pickle, config=config)
+        return load(path, format, trust_pickle=trust_pickle, config=config, revision=revision)
 
 
 @dataclass
@@ -38,6 +40,8 @@ class AuditOptions:
     format_b: str | None = None
     config_a: str | Path | None = None
     config_b: str | Path | None = None
+    revision_a: str | None = None  # snapshot of a Hugging Face cache folder (default refs/main)
+    revision_b: str | None = None
     trust_pickle: bool = False
     thresholds: Thresholds = field(default_factory=load_thresholds)
     activations: bool = False  # also run both models and diff activations layer by layer
@@ -60,8 +64,10 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
     opts = options or AuditOptions(**kwargs)  # type: ignore[arg-type]
     if options is not None and kwargs:
         raise TypeError("give either options or keyword arguments, not both")
-    ma = a if isinstance(a, NormModel) else _load(a, "A", opts.format_a, opts.config_a, opts, progress)
-    mb = b if isinstance(b, NormModel) else _load(b, "B", opts.format_b, opts.config_b, opts, progress)
+    ma = a if isinstance(a, NormModel) else _load(a, "A", opts.format_a, opts.config_a, opts.revision_a, opts,
+                                                  progress)
+    mb = b if isinstance(b, NormModel) else _load(b, "B", opts.format_b, opts.config_b, opts.revision_b, opts,
+                                                  progress)
     if not ma.norms and not mb.norms:
         raise NoNorms(f"{ma.path}, {mb.path}: no normalization layers in either model",
                       hint="BatchNorms folded into convs are checked against the model that still has them")
@@ -81,12 +87,13 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
     return report
 
 
-def _load(path: str | Path, side: str, format: str | None, config: str | Path | None, opts: AuditOptions,
-          progress: Progress | None) -> NormModel:
+def _load(path: str | Path, side: str, format: str | None, config: str | Path | None, revision: str | None,
+          opts: AuditOptions, progress: Progress | None) -> NormModel:
     """One side of a comparison.  A model with no norm op left is still a valid side when it has convs / Gemms:
     its BatchNorms were folded into them (every ResNet-style export), and the folds are what gets verified."""
     with step(progress, f"loading {side} ({Path(path).name})"):
-        model = load(path, format, trust_pickle=opts.trust_pickle, config=config, allow_empty=True)
+        model = load(path, format, trust_pickle=opts.trust_pickle, config=config, allow_empty=True,
+                     revision=revision)
     if not model.norms and not model.linear_ops:
         raise NoNorms(f"{path}: no normalization layers found in this {FORMATS.get(model.format_name, 'model')} "
                       "(and no conv / Gemm a BatchNorm could be folded into)", hint="is this the right file?")

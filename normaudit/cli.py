@@ -19,6 +19,7 @@ from .api import AuditOptions, audit, inspect as inspect_model
 from .checks import REGISTRY as CHECK_REGISTRY
 from .config import load_thresholds
 from .errors import NormauditError
+from .extras import from_import_error
 from .formats import FORMATS
 from .report import renderers as report_renderers
 from .report.baseline import render as render_baseline
@@ -86,6 +87,13 @@ def _errors() -> Iterator[None]:
         _fail(exc.line())
     except KeyboardInterrupt:
         _fail("interrupted")
+    except ImportError as exc:  # an optional dependency some path imported without extras.require
+        missing = from_import_error(exc, "this command")
+        if missing is None:
+            if os.environ.get("NORMAUDIT_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set NORMAUDIT_DEBUG=1 for the traceback)")
+        _fail(missing.line())
     except Exception as exc:  # never a traceback for users
         if os.environ.get("NORMAUDIT_DEBUG"):
             raise
@@ -136,6 +144,9 @@ TrustOpt = Annotated[bool, typer.Option(
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", metavar="CONFIG.json", help="HF config.json for a bare state_dict or safetensors file (eps and "
                                             "architecture).")]
+RevisionOpt = Annotated[Optional[str], typer.Option(
+    "--revision", metavar="REF", help="Hugging Face cache folder (models--org--name): the ref or commit to open "
+                                      "(default refs/main, else the newest snapshot).")]
 JsonOpt = Annotated[Optional[str], typer.Option(
     "--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else goes to stdout).",
     metavar="FILE|-")]
@@ -161,6 +172,7 @@ def inspect(
     format: FormatOpt = None,
     trust_pickle: TrustOpt = False,
     config: ConfigOpt = None,
+    revision: RevisionOpt = None,
     json_out: JsonOpt = None,
     no_stats: Annotated[bool, typer.Option("--no-stats", metavar="",
                                            help="Do not read weights for min/mean/max.")] = False,
@@ -171,7 +183,8 @@ def inspect(
     """List every norm layer of MODEL: kind, eps and where it came from, shape, dtype, weight stats."""
     with _errors():
         with progress_display(err_console, enabled=not quiet) as progress:
-            m = inspect_model(model, format, trust_pickle=trust_pickle, config=config, progress=progress)
+            m = inspect_model(model, format, trust_pickle=trust_pickle, config=config, revision=revision,
+                              progress=progress)
             files = json_out is not None or any(v is not None for v in outputs.values())
             doc = clean(inspect_document(m, stats=not no_stats, progress=progress if files else None, files=files))
         if json_out is not None:
@@ -199,6 +212,10 @@ def compare(
                                                     help="HF config.json for a bare A.")] = None,
     config_b: Annotated[Optional[str], typer.Option("--config-b", metavar="CONFIG.json",
                                                     help="HF config.json for a bare B.")] = None,
+    revision_a: Annotated[Optional[str], typer.Option(
+        "--revision-a", metavar="REF", help="A is a Hugging Face cache folder: the ref or commit to open.")] = None,
+    revision_b: Annotated[Optional[str], typer.Option(
+        "--revision-b", metavar="REF", help="B is a Hugging Face cache folder: the ref or commit to open.")] = None,
     trust_pickle: TrustOpt = False,
     json_out: JsonOpt = None,
     fail_on: Annotated[Optional[str], typer.Option(
@@ -264,6 +281,7 @@ def compare(
                              rel_l2_override=rel_l2, fold_rel_l2=fold_rel_l2, activation_rel_l2=act_rel_l2,
                              activation_cosine=act_cosine)
         options = AuditOptions(format_a=format_a, format_b=format_b, config_a=config_a, config_b=config_b,
+                               revision_a=revision_a, revision_b=revision_b,
                                trust_pickle=trust_pickle, thresholds=th, activations=activations,
                                input_npz=input_npz, text=text, model_dir=model_dir, sensitivity=sensitivity,
                                baseline=baseline)

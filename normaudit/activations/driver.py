@@ -18,6 +18,7 @@ from ..config import Thresholds
 from ..errors import NormauditError, brief
 from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
+from ..formats.torch.hf_cache import snapshot_dir
 from ..match import align
 from ..model import NormKind, NormModel
 from ..progress import Progress, step
@@ -123,7 +124,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     th = thresholds or Thresholds()
     options = LoadOptions(trust_pickle=trust_pickle)
     ma, mb = _as_model(a, options), _as_model(b, options)
-    source_dir, source_model = (Path(model_dir), None) if model_dir else (None, None)
+    source_dir, source_model = (snapshot_dir(Path(model_dir)), None) if model_dir else (None, None)
     if source_dir is None:
         for m in (ma, mb):
             if m.format_name == "hf":

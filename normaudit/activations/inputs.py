@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NormauditError
+from ..extras import require
 
 DEFAULT_SEQ_LEN = 16
 DEFAULT_SEED = 0
@@ -93,10 +94,9 @@ def tokenize(text: str, tokenizer_dirs: list[Path]) -> dict[str, np.ndarray]:
     for d in tokenizer_dirs:
         if d.is_dir() and any((d / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.txt",
                                                            "tokenizer_config.json")):
+            transformers = require("transformers", f"{d}: tokenizing --text", extra="activations")
             try:
-                from transformers import AutoTokenizer
-
-                tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+                tok = transformers.AutoTokenizer.from_pretrained(str(d), local_files_only=True)
             except Exception as exc:  # transformers raises many types for a broken folder
                 raise NormauditError(f"{d}: cannot load the tokenizer ({type(exc).__name__}: {exc})") from None
             ids = tok(text, return_tensors="np")["input_ids"].astype(np.int64)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..activations.driver import ActivationReport
 from ..checks import SEVERITY_RANK, CompareReport, Finding, PairResult, Severity
 from ..config import Thresholds
 from ..model import NormModel
 from ..progress import Progress
 from . import provenance
 from .baseline import Baseline, BaselineResult, apply as apply_baseline
+
+if TYPE_CHECKING:  # a static compare never imports the activation machinery
+    from ..activations.driver import ActivationReport  # noqa: F401
 
 COMPARE_SCHEMA = "normaudit.compare/1"
 INSPECT_SCHEMA = "normaudit.inspect/1"

@@ -11,6 +11,7 @@ import numpy as np
 
 from ...errors import NormauditError, reading
 from ...formats.onnx.graph import contained_file
+from ...extras import check
 from ...model import NormModel
 from ..base import InputHints, Sink, block_key
 
@@ -23,6 +24,8 @@ class OnnxRunner:
 
     def __init__(self, path: Path, model: NormModel, optimized_output: bool = True) -> None:
         import onnx
+
+        check("onnxruntime", f"{path}: running an ONNX model", extra="activations")
 
         from ...formats.onnx.graph import module_of
 

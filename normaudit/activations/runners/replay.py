@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import kernels
 from ...errors import NormauditError
+from ...extras import require
 from ...facts import gguf as gguf_facts
 from ...facts.hf import ONE_PLUS_EXCEPTIONS
 from ...formats.gguf import eps_keys
@@ -91,7 +92,8 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
 def replay_model(hf_dir: Path, gguf: Path | NormModel, progress: Progress | None = None) -> tuple[Any, GgufTensors]:
     """The HF architecture of ``hf_dir`` with all of the GGUF's weights and its eps, in memory (small models,
     benchmarks); activation diffs stream it instead (:func:`replay_runner`)."""
-    import torch
+    label = gguf.path if isinstance(gguf, NormModel) else gguf
+    torch = require("torch", f"{label}: replaying a GGUF", extra="activations")
 
     gf = gguf.handle if isinstance(gguf, NormModel) else GgufFile(Path(gguf))
     gt = open_gguf(gf)

@@ -78,7 +78,7 @@ def module_facts(model_dir: Path, config: dict[str, Any], checkpoint_keys: list[
     """The norm modules of the architecture and, when it has BatchNorms, its convs (cached); or (None, why not)."""
     tf, torch_v = _version("transformers"), _version("torch")
     if tf is None or torch_v is None:
-        return (None, "transformers/torch not installed (pip install 'normaudit[run]' to read the model's own modules)",
+        return (None, "transformers/torch not installed (pip install 'normaudit[activations]' to read the model's own modules)",
                 [])
     key_src = json.dumps({"v": CACHE_VERSION, "tf": tf, "config": config, "keys": sorted(checkpoint_keys),
                           "remote": trust_remote_code}, sort_keys=True, default=str)
@@ -91,10 +91,21 @@ def module_facts(model_dir: Path, config: dict[str, Any], checkpoint_keys: list[
                     [LinearFact(**d) for d in doc.get("convs", [])])
         except (ValueError, TypeError, KeyError, OSError):
             pass  # a broken cache entry is rebuilt
-    try:
-        facts, how, convs = _build(model_dir, checkpoint_keys, trust_remote_code)
-    except _Unbuildable as exc:
-        return None, str(exc), []
+    from ...errors import NormauditError
+    from ...sandbox import call_isolated
+
+    try:  # in a child process: a static audit never imports torch / transformers itself
+        doc = call_isolated("normaudit.formats.torch.hf_arch:build_facts",
+                            {"model_dir": str(model_dir), "checkpoint_keys": list(checkpoint_keys),
+                             "trust_remote_code": trust_remote_code},
+                            label=model_dir, what="building the architecture from config.json")
+    except NormauditError as exc:
+        return None, f"the architecture could not be built ({exc})", []
+    if not isinstance(doc, dict) or "error" in doc:
+        return None, str((doc or {}).get("error", "the architecture could not be built")), []
+    facts = [ModuleFact(**d) for d in doc["facts"]]
+    convs = [LinearFact(**d) for d in doc["convs"]]
+    how = doc["how"]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -108,6 +119,15 @@ def module_facts(model_dir: Path, config: dict[str, Any], checkpoint_keys: list[
 
 class _Unbuildable(Exception):
     pass
+
+
+def build_facts(model_dir: str, checkpoint_keys: list[str], trust_remote_code: bool) -> dict[str, Any]:
+    """The architecture's norm modules and convs as JSON (runs in the sandbox child, which imports torch)."""
+    try:
+        facts, how, convs = _build(Path(model_dir), checkpoint_keys, trust_remote_code)
+    except _Unbuildable as exc:
+        return {"error": str(exc)}
+    return {"facts": [f.__dict__ for f in facts], "how": how, "convs": [c.__dict__ for c in convs]}
 
 
 def _build(model_dir: Path, checkpoint_keys: list[str], trust_remote_code: bool
