@@ -79,6 +79,25 @@ def sources(fmt: str) -> list[Path]:
     return [p for p in out if p.exists()]
 
 
+def _family(src: Path) -> str:
+    """The model a test file was made from: qwen3, gemma3, llama, bert, cnn."""
+    if src.parent.parent == TM and src.parent.name != "real":
+        return src.parent.name
+    if src.name == "hf" and src.parent.parent == TM:
+        return src.parent.name
+    if src.parent == REAL / "hf":
+        return src.name
+    if src.name == "model.safetensors":
+        return _family(src.parent)
+    return re.split(r"[-.]", src.name, maxsplit=1)[0]
+
+
+def partners(src: Path) -> list[Path]:
+    """Unmutated files of the same model in every format (the other side of a ``compare``)."""
+    fam = _family(src)
+    return [p for fmt in FORMATS if fmt != "safetensors" for p in sources(fmt) if _family(p) == fam]
+
+
 _INFO_CACHE: dict[str, dict] = {}
 
 
@@ -751,6 +770,9 @@ def _onnx_save(c: MutCtx, m: Any, replace: dict[bytes, bytes] | None = None) -> 
 
 
 def _norm_inits(m: Any, c: MutCtx) -> list[Any]:
+    """Norm weights mostly; any initializer (conv weights a BatchNorm was folded into...) a quarter of the time."""
+    if c.rng.random() < 0.25 and len(m.graph.initializer):
+        return list(m.graph.initializer)
     names = set(norm_tensor_names(c.src))
     inits = [t for t in m.graph.initializer if t.name in names]
     return inits or [t for t in m.graph.initializer if len(t.dims) == 1] or list(m.graph.initializer)
@@ -1038,7 +1060,8 @@ def onnx_constant_attr(c: MutCtx) -> str:
         a.g.name = "sub"
     else:
         node = helper.make_node("Constant", [], [name], value_float=1.0)
-        node.attribute[0].type = rng.choice([AttributeProto.TENSOR, AttributeProto.STRING, AttributeProto.INTS, 99])
+        node.attribute[0].type = rng.choice([AttributeProto.TENSOR, AttributeProto.STRING, AttributeProto.INTS,
+                                             AttributeProto.UNDEFINED])
         if v == "nan":
             node.attribute[0].name = "value"
     node.name = "fuzz_const"
@@ -1079,7 +1102,7 @@ def onnx_norm_attr(c: MutCtx) -> str:
         a = AttributeProto(name=attr, type=AttributeProto.FLOATS)
     elif v == "bad_type":
         a = helper.make_attribute(attr, 1e-5)
-        a.type = rng.choice([0, 99, AttributeProto.TENSOR])
+        a.type = rng.choice([AttributeProto.UNDEFINED, AttributeProto.SPARSE_TENSOR, AttributeProto.TENSOR])
     else:
         a = helper.make_attribute(attr, 1e-5)
         node.attribute.append(helper.make_attribute(attr, 2))
@@ -1610,7 +1633,7 @@ def st_json(c: MutCtx, path: Path) -> str:
     hdr, body = st_parse(data)
     rng = c.rng
     v = rng.choice(["list", "string", "number", "null", "garbage", "trailing", "nan", "dupkeys", "deep", "meta_huge",
-                    "meta_types", "info_types", "bad_utf8", "many", "bom", "leading_space"])
+                    "meta_types", "info_types", "bad_utf8", "many", "many_valid", "bom", "leading_space"])
     raw = None
     if v == "list":
         raw = b"[]"
@@ -1649,6 +1672,13 @@ def st_json(c: MutCtx, path: Path) -> str:
         for i in range(rng.choice([1000, 100000])):
             hdr[f"model.layers.{i}.input_layernorm.weight"] = {"dtype": "F32", "shape": [0],
                                                                  "data_offsets": [body_len, body_len]}
+    elif v == "many_valid":  # a consistent file with thousands of small norm tensors
+        tensors, meta = _st_tensors(data)
+        k = rng.choice([2000, 20000, 100000])
+        one = np.ones(4, np.float32).tobytes()
+        tensors += [(f"model.layers.{i}.input_layernorm.weight", "F32", [4], one) for i in range(k)]
+        path.write_bytes(st_rewrite(tensors, meta))
+        return f"{v} {k}"
     elif v == "bom":
         raw = b"\xef\xbb\xbf" + json.dumps(hdr).encode()
     else:
@@ -2594,7 +2624,12 @@ def make_case(fmt: str, seed: int, root: Path) -> Case:
         if target.is_file():
             target.write_bytes(mutate_bytes(target.read_bytes(), rng)[0])
     if rng.random() < COMPARE_SHARE:
-        argv = ["compare", str(src), str(target), "--json", "-"]
+        # the good side: the source itself, or the same model in another format (alignment across formats,
+        # BatchNorm fold checks); the mutated file is B (converted) or A (source)
+        others = [p for p in partners(src) if p != src]
+        good = rng.choice(others) if others and rng.random() < 0.4 else src
+        pair = [str(good), str(target)] if rng.random() < 0.7 else [str(target), str(good)]
+        argv = ["compare", *pair, "--json", "-"]
     else:
         argv = ["inspect", str(target), "--json", "-"]
     return Case(fmt, seed, name, str(detail), argv, case_dir, target, src, outside, ctx.sentinel)
@@ -2701,10 +2736,12 @@ def _child_main(case: Case, out_path: Path, err_path: Path, meta_path: Path, deb
         os.dup2(fe, 2)
         for fd in (null, fo, fe):
             os.close(fd)
+        old_out, old_err = sys.stdout, sys.stderr
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="strict")
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                       errors="backslashreplace", line_buffering=True)
+        orig_out = sys.__stdout__
         sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
         import faulthandler
         import logging
@@ -2717,6 +2754,11 @@ def _child_main(case: Case, out_path: Path, err_path: Path, meta_path: Path, deb
         for h in list(root.handlers):
             root.removeHandler(h)
         root.setLevel(logging.WARNING)
+        # libraries' own stream handlers (torch installs one at import) hold the stream of that moment
+        for lg in list(logging.Logger.manager.loggerDict.values()):
+            for h in getattr(lg, "handlers", []):
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                    h.setStream(sys.stdout if h.stream in (old_out, orig_out) else sys.stderr)
         warnings.resetwarnings()
         for cat in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", cat)
@@ -2737,7 +2779,7 @@ def _child_main(case: Case, out_path: Path, err_path: Path, meta_path: Path, deb
             os.environ.pop("NORMAUDIT_DEBUG", None)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(1)
-        meta_path.write_text(str(_statm_rss()))
+        meta_path.write_text(f"{_statm_rss()} {time.monotonic()}")
         sys.argv = ["normaudit"] + list(case.argv)
         code = 0
         try:
@@ -2772,6 +2814,11 @@ def _child_main(case: Case, out_path: Path, err_path: Path, meta_path: Path, deb
                 stream.flush()
             except BaseException:
                 pass
+        try:
+            with open(meta_path, "a") as fh:
+                fh.write(f" {time.monotonic()}")
+        except BaseException:
+            pass
         os._exit(code)
 
 
@@ -2843,6 +2890,7 @@ class Limits:
     timeout: float = 20.0
     mem_cap: int = 1 * GiB  # RSS growth over the parent before the child is killed
     as_slack: int = 1 * GiB  # RLIMIT_AS = parent's address space + mem_cap + as_slack
+    blocked: float = 3.0  # a child asleep in the kernel without CPU progress this long is hung (0: off)
 
 
 @dataclass
@@ -2858,6 +2906,10 @@ class _Running:
     kill_at: float = 0.0
     max_rss: int = 0
     start_rss: int = 0
+    cpu: int = -1  # CPU ticks at the last check
+    cpu_t: float = 0.0  # when the CPU time last advanced
+    checked: float = 0.0
+    wchan: str = ""
 
 
 def run_cases(cases: Iterable[Case | Callable[[], Case]], *, jobs: int = 1, limits: Limits | None = None,
@@ -2902,13 +2954,13 @@ def run_cases(cases: Iterable[Case | Callable[[], Case]], *, jobs: int = 1, limi
                     rss = _statm_rss(pid)
                     r.max_rss = max(r.max_rss, rss)
                     if not r.start_rss:
-                        try:
-                            r.start_rss = int(r.meta.read_text() or 0)
-                        except (OSError, ValueError):
-                            pass
+                        r.start_rss = _meta(r.meta)[0]
                     base = r.start_rss or base_rss
                     if not r.killed and now - r.t0 > limits.timeout:
                         r.killed, r.kill_at = "timeout", now + 0.3
+                        _signal_group(pid, signal.SIGUSR1)
+                    elif not r.killed and limits.blocked and _blocked(r, now, limits):
+                        r.killed, r.kill_at = f"blocked:{r.wchan or '?'}", now + 0.3
                         _signal_group(pid, signal.SIGUSR1)
                     elif not r.killed and rss - base > limits.mem_cap:
                         r.killed = f"memory cap: RSS +{(rss - base) / 2**20:.0f} MiB"
@@ -2940,6 +2992,31 @@ def run_cases(cases: Iterable[Case | Callable[[], Case]], *, jobs: int = 1, limi
     return results
 
 
+def _blocked(r: "_Running", now: float, limits: "Limits") -> bool:
+    """True when the child sleeps in the kernel (a FIFO, a lock...) with no CPU progress for ``limits.blocked`` s.
+
+    Tells a blocked child from a slow one whatever the machine's load, so blocking hangs cost seconds."""
+    if now - r.checked < 0.25:
+        return False
+    r.checked = now
+    try:
+        with open(f"/proc/{r.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        state, cpu = fields[0], int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return False
+    if cpu != r.cpu or state not in ("S", "D"):
+        r.cpu, r.cpu_t = cpu, now
+        return False
+    if now - r.cpu_t < limits.blocked:
+        return False
+    try:
+        r.wchan = Path(f"/proc/{r.pid}/wchan").read_text().strip()
+    except OSError:
+        r.wchan = ""
+    return True
+
+
 def _signal_group(pid: int, sig: int) -> None:
     for fn in (os.killpg, os.kill):
         try:
@@ -2959,7 +3036,7 @@ def _start(case: Case, notify: _Inotify, debug: bool, as_limit: int, entry: Call
     pid = os.fork()
     if pid == 0:
         _child_main(case, out, err, meta, debug, as_limit, entry)
-    return _Running(case, pid, t0, wd, out, err, meta)
+    return _Running(case, pid, t0, wd, out, err, meta, cpu_t=t0)
 
 
 def _read(path: Path, limit: int = 64 * 2**20) -> str:
@@ -2970,18 +3047,28 @@ def _read(path: Path, limit: int = 64 * 2**20) -> str:
         return ""
 
 
-def _finish(r: _Running, status: int, ru: Any, now: float, notify: _Inotify, limits: Limits) -> Result:
-    wall = now - r.t0
-    stdout, stderr = _read(r.out), _read(r.err)
+def _meta(path: Path) -> tuple[int, float, float]:
+    """(RSS at the start, start time, end time) as the child wrote them; zeros when missing."""
     try:
-        start_rss = int(r.meta.read_text() or 0)
-    except (OSError, ValueError):
-        start_rss = 0
+        parts = path.read_text().split()
+    except OSError:
+        return 0, 0.0, 0.0
+    try:
+        return int(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0, float(parts[2]) if len(parts) > 2 else 0.0
+    except (ValueError, IndexError):
+        return 0, 0.0, 0.0
+
+
+def _finish(r: _Running, status: int, ru: Any, now: float, notify: _Inotify, limits: Limits) -> Result:
+    start_rss, t_start, t_end = _meta(r.meta)
+    # the child's own clock (the parent may have been busy building the next case when the child ended)
+    wall = (t_end - t_start) if t_start and t_end and not r.killed else now - r.t0
     peak = (ru.ru_maxrss * 1024 if ru is not None else r.max_rss)
     peak_mb = max(peak - start_rss, 0) / 2**20 if start_rss else 0.0
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None
     opened = notify.take(r.wd)
+    stdout, stderr = _read(r.out), _read(r.err)
     res = Result(r.case, "ok", [], exit_code, sig, wall, peak_mb, stdout, stderr, opened)
     classify(res, r.killed, limits)
     return res
@@ -3021,6 +3108,9 @@ def classify(res: Result, killed: str = "", limits: Limits | None = None) -> Res
         reasons["outside_open"] = "opened outside the model folder: " + ", ".join(res.opened_outside[:5])
     if killed == "timeout":
         reasons["timeout"] = f"killed after {limits.timeout:g} s"
+    elif killed.startswith("blocked:"):
+        reasons["timeout"] = (f"blocked in the kernel ({killed.split(':', 1)[1]}) without CPU progress for "
+                              f"{limits.blocked:g} s")
     elif killed:
         reasons["memory"] = killed
     elif res.signal:
@@ -3095,7 +3185,7 @@ def _message(res: Result) -> str:
     norm = [ln for ln in err_lines if ln.startswith("normaudit: error:")]
     if res.outcome in ("timeout", "memory", "signal", "sentinel", "outside_read", "outside_open"):
         own = next((r for r in res.reasons if r.startswith(res.outcome)), res.outcome)
-        return own + (f" | {norm[-1]}" if norm else "")
+        return own + (f" | {norm[-1]}" if norm and norm[-1][:60] not in own else "")
     if norm:
         return norm[-1]
     tb_last = [ln for ln in err_lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Warning)\b", ln)]
@@ -3185,6 +3275,14 @@ def normalize_message(msg: str, case: Case | None = None) -> str:
     return re.sub(r"\s+", " ", msg).strip()[:220]
 
 
+def where_function(where: str) -> str:
+    """``normaudit/x.py func`` of a ``where`` (line numbers and the library frame below dropped)."""
+    if not where:
+        return "? (no Python frame: read from native code, or no stack)"
+    head = where.split(" -> ", 1)[0] if where.startswith("normaudit/") else where
+    return re.sub(r":\d+ ", " ", re.sub(r":\d+ (\S+)$", r" \1", head))
+
+
 _BY_WHERE = {"sentinel", "outside_read", "outside_open", "signal", "timeout", "memory"}
 
 
@@ -3194,8 +3292,10 @@ def group_failures(results: Iterable[Result]) -> dict[tuple[str, str, str, str],
     for r in results:
         if r.ok:
             continue
-        msg = "" if r.outcome in _BY_WHERE else normalize_message(r.message, r.case)
-        key = (r.case.fmt, r.outcome, r.where, msg)
+        if r.outcome in _BY_WHERE:  # where it hung / allocated / read: the normaudit function, not the line
+            key = (r.case.fmt, r.outcome, where_function(r.where), "")
+        else:
+            key = (r.case.fmt, r.outcome, r.where, normalize_message(r.message, r.case))
         groups.setdefault(key, []).append(r)
     return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], CLASSES.index(kv[0][1]) if kv[0][1] in CLASSES
                                                        else 99, -len(kv[1]))))
