@@ -2888,8 +2888,11 @@ class Result:
 @dataclass
 class Limits:
     timeout: float = 20.0
-    mem_cap: int = 1 * GiB  # RSS growth over the parent before the child is killed
-    as_slack: int = 1 * GiB  # RLIMIT_AS = parent's address space + mem_cap + as_slack
+    mem_cap: int = 1 * GiB  # RSS growth of the child before it is killed (polled; peak RSS checked at exit)
+    # RLIMIT_AS = address space at the fork + mem_cap + as_slack: only a safety net.  Requests beyond it fail
+    # with a MemoryError that normaudit reports cleanly, which is also what an overcommitting kernel does
+    # with absurd requests, so they are not counted; what counts is memory actually used (RSS).
+    as_slack: int = 3 * GiB
     blocked: float = 3.0  # a child asleep in the kernel without CPU progress this long is hung (0: off)
 
 
@@ -3090,8 +3093,6 @@ def _wants_rerun(res: "Result") -> bool:
     return res.outcome == "traceback" and not res.where.startswith("stderr noise")
 
 
-_ALLOC_FAILURE = re.compile(r"MemoryError|Unable to allocate|can't allocate memory|bad_alloc|out of memory|"
-                            r"Cannot allocate memory|ran out of memory", re.I)
 
 
 def classify(res: Result, killed: str = "", limits: Limits | None = None) -> Result:
@@ -3117,8 +3118,6 @@ def classify(res: Result, killed: str = "", limits: Limits | None = None) -> Res
         reasons["signal"] = f"killed by {res.signal}"
     if "memory" not in reasons and res.peak_rss_mb * 2**20 > limits.mem_cap:
         reasons["memory"] = f"peak RSS +{res.peak_rss_mb:.0f} MiB"
-    if "memory" not in reasons and _ALLOC_FAILURE.search(res.stderr):
-        reasons["memory"] = "allocation beyond the address-space cap attempted: " + (err_lines[-1][:160] if err_lines else "")
     if "Traceback" in text:
         reasons["traceback"] = "a traceback was printed"
     if res.exit_code == 121 and "fuzzing harness error" in res.stderr:
