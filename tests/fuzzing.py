@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import io
 import json
 import os
@@ -36,7 +35,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -2041,7 +2040,7 @@ def _payload_variant(c: MutCtx) -> tuple[bytes, str]:
     """Bytes of a pickle / torch.save archive whose loading would run the sentinel command."""
     import torch
 
-    v = c.rng.choice(["torch_save", "legacy_p2", "raw_p5", "load_from_bytes", "nested_data_pkl", "tensor_subclass"])
+    v = c.rng.choice(["torch_save", "legacy_p2", "raw_p5", "load_from_bytes", "plain_p2", "tensor_subclass"])
     if v == "torch_save":
         return c.evil_torch_save(), v
     if v == "legacy_p2":
