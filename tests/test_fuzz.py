@@ -33,7 +33,7 @@ JOBS = int(os.environ.get("NORMAUDIT_FUZZ_JOBS", "2"))
 TIMEOUT = float(os.environ.get("NORMAUDIT_FUZZ_TIMEOUT", "10"))
 # cases per format, sized so the whole module takes about 1.5 minutes on a 2-core machine (fast readers
 # get more cases; GGUF and .pt2 cases that hang or allocate cost up to the time-out each)
-DEFAULT_CASES = {"gguf": 60, "onnx": 150, "safetensors": 100, "hf": 100, "pt": 120, "pt2": 50, "torchscript": 120}
+DEFAULT_CASES = {"gguf": 60, "onnx": 130, "safetensors": 100, "hf": 90, "pt": 100, "pt2": 50, "torchscript": 100}
 CASES = {fmt: int(os.environ.get("NORMAUDIT_FUZZ_CASES", n)) for fmt, n in DEFAULT_CASES.items()}
 
 
