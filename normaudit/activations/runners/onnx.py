@@ -15,6 +15,14 @@ from ...model import NormModel
 from ..base import InputHints, Sink, block_key
 
 
+#: inputs a transformer export takes beside input_ids, as a tokenizer fills them for unpadded text
+TOKEN_SIDE_INPUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "attention_mask": np.ones_like,
+    "token_type_ids": np.zeros_like,
+    "position_ids": lambda ids: np.broadcast_to(np.arange(ids.shape[-1]), ids.shape).copy(),
+}
+
+
 class OnnxRunner:
     """onnxruntime with every norm output and block output exposed as extra graph outputs."""
 
@@ -105,6 +113,8 @@ class OnnxRunner:
                 value = pool.popitem()[1]
             elif dtype.kind in "iu" and "input_ids" in pool:
                 value = pool.pop("input_ids")
+            elif gi.name in TOKEN_SIDE_INPUTS and "input_ids" in inputs:
+                value = TOKEN_SIDE_INPUTS[gi.name](np.asarray(inputs["input_ids"]))  # what a tokenizer gives
             else:
                 raise NormauditError(f"{self.path}: no input given for graph input {gi.name!r}",
                                      hint="pass --input FILE.npz with arrays named like the graph inputs")
@@ -174,6 +184,7 @@ class OnnxRunner:
             dtype = helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
             if dtype.kind in "iu" and len(dims) == 2:
                 hints.seq_len = dims[1]
+                hints.batch = dims[0]
                 break
             if dtype.kind == "f" and all(d is not None for d in dims):
                 hints.image_shape = tuple(int(d) for d in dims)

@@ -11,6 +11,7 @@ from ...errors import CorruptFile, reading
 from ...facts.torch import qk_role
 from ...model import LinearOp, NormKind, NormLayer, NormModel, unique_ids
 from ..base import LoadOptions, Probe
+from .contracts import embedding_from_graph, graph_outputs, preprocess_from_graph
 from .graph import OnnxGraph, attr, metadata, module_of
 from .patterns import Found, decomposed, fused, group_norm_from_instance, layer_id
 
@@ -84,7 +85,10 @@ def load_onnx(path: Path) -> NormModel:
     out = NormModel(path=str(path), format="onnx", architecture=_architecture(g), norms=norms, container="onnx",
                     linear_ops=_linear_ops(g))
     out.metadata = {"opsets": {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import},
-                    "producer": f"{model.producer_name} {model.producer_version}".strip()}
+                    "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                    "outputs": graph_outputs(g)}
+    out.preprocess = preprocess_from_graph(g)
+    out.embedding = embedding_from_graph(g)
     return out
 
 

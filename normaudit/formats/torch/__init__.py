@@ -9,6 +9,7 @@ from typing import Any
 from ...errors import CorruptFile, NormauditError, UntrustedPickle
 from ...model import NormModel
 from ..base import LoadOptions, Probe
+from .contracts import embedding_from_dir, preprocess_from_dir
 from .hf_config import read_config, read_json
 from .names import model_from_tensors
 from .pickle_guard import require_trust, state_dict_refs
@@ -51,7 +52,10 @@ def load_hf_dir(path: Path, trust_remote_code: bool = False) -> NormModel:
     else:
         raise NormauditError(f"{path}: directory has no model.safetensors, safetensors index or pytorch_model.bin",
                              hint="point normaudit at a Hugging Face model folder or a model file")
-    return model_from_tensors(path, "hf_dir", refs, config, path if config else None, trust_remote_code)
+    model = model_from_tensors(path, "hf_dir", refs, config, path if config else None, trust_remote_code)
+    model.preprocess = preprocess_from_dir(path)
+    model.embedding = embedding_from_dir(path)
+    return model
 
 
 def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: bool = False,
