@@ -11,7 +11,8 @@ randomised as in testmodels/wide (weight 1 +- 0.1, or 0 +- 0.1 where the module 
 processor classes use by default.
 
 ``vit/``          ViTForImageClassification + ``preprocessor_config.json`` (ViTImageProcessor with ImageNet's
-                  mean/std, as DeiT / timm ViTs: distinct per channel, so a swap is visible); ONNX by ``torch.onnx.export(dynamo=True, opset 18)``:
+                  mean/std, as DeiT / timm ViTs: distinct per channel, so a swap is visible); ONNX by
+                  ``torch.onnx.export(dynamo=True, opset 18)``:
                   ``vit-plain.onnx``      takes ``pixel_values`` (already normalized: preprocessing outside);
                   ``vit-norm.onnx``       a wrapper doing ``(pixels / 255 - mean) / std`` in the graph;
                   ``vit-norm-legacy.onnx`` the same wrapper through the TorchScript exporter (opset 17);
@@ -22,7 +23,9 @@ processor classes use by default.
                   checkpoint layout (``vision_tower.vision_model.*``: transformers 5.24's save_pretrained writes
                   ``vision_tower.*``, which llama.cpp's converter refuses with "Can not map tensor"; transformers
                   loads both to identical weights) + ``preprocessor_config.json`` (Gemma3ImageProcessor defaults);
-                  ``gemma3-mmproj-f32.gguf`` by ``convert_hf_to_gguf.py --mmproj --outtype f32``.
+                  ``gemma3-mmproj-f32.gguf`` by ``convert_hf_to_gguf.py --mmproj --outtype f32`` and the language
+                  model, ``gemma3-text-f32.gguf``, by ``convert_hf_to_gguf.py --outtype f32`` (a 128-piece
+                  sentencepiece tokenizer for it; the converter pads the vocabulary to the config's 300).
 ``qwen2_vl/``     Qwen2VLForConditionalGeneration (3 vision blocks, merger; 1 text layer) + preprocessor_config.json
                   (Qwen2VLImageProcessor defaults: OpenAI CLIP's mean/std, which differ: a swap is visible);
                   ``qwen2vl-mmproj-f32.gguf`` by ``convert_hf_to_gguf.py --mmproj --outtype f32``.
@@ -191,8 +194,8 @@ def gen_vit(root: Path, wide, lcp: Path) -> list[dict]:
                      tool="written in ViTImageProcessor's format with ImageNet's mean/std (as DeiT/timm ViTs)")]
 
     _export(_Logits(model), (pixel_values,), ["pixel_values"], out / "vit-plain.onnx")
-    files.append(_record(root, out / "vit-plain.onnx", tool=f"torch.onnx.export dynamo opset 18 (torch {torch.__version__})",
-                         preprocess="outside (pixel_values in)"))
+    files.append(_record(root, out / "vit-plain.onnx", preprocess="outside (pixel_values in)",
+                         tool=f"torch.onnx.export dynamo opset 18 (torch {torch.__version__})"))
     _export(_Normalized(model, mean, std), (pixels,), ["pixels"], out / "vit-norm.onnx")
     files.append(_record(root, out / "vit-norm.onnx", tool="torch.onnx.export dynamo opset 18",
                          preprocess="in the graph: (pixels / 255 - mean) / std"))
@@ -251,11 +254,16 @@ def gen_gemma3_vlm(root: Path, wide, lcp: Path) -> list[dict]:
     mean, std = IMAGENET_STANDARD
     _preprocessor(hf / "preprocessor_config.json", "Gemma3ImageProcessor", 32, mean, std, image_seq_length=4,
                   processor_class="Gemma3Processor")
+    wide.write_spm_tokenizer(hf, "gemma2", "bpe")  # the text conversion needs one (the mmproj does not)
     files = [_record(root, hf / "config.json"), _record(root, hf / "model.safetensors"),
-             _record(root, hf / "preprocessor_config.json", tool="written from Gemma3ImageProcessor's defaults")]
+             _record(root, hf / "preprocessor_config.json", tool="written from Gemma3ImageProcessor's defaults"),
+             _record(root, hf / "tokenizer.model", tool="sentencepiece, 128 pieces (testmodels/wide train_spm)")]
     target = out / "gemma3-mmproj-f32.gguf"
     cmd = _convert(lcp, hf, target, "--mmproj")
     files.append(_record(root, target, tool=f"llama.cpp {cmd}"))
+    text = out / "gemma3-text-f32.gguf"
+    cmd = _convert(lcp, hf, text)
+    files.append(_record(root, text, tool=f"llama.cpp {cmd}"))
     return files
 
 
@@ -395,7 +403,8 @@ def gen_st_qwen2(root: Path, wide, lcp: Path) -> list[dict]:
     return files
 
 
-GENERATORS = {"vit": gen_vit, "gemma3_vlm": gen_gemma3_vlm, "qwen2_vl": gen_qwen2_vl, "st_bert": gen_st_bert, "st_qwen2": gen_st_qwen2}
+GENERATORS = {"vit": gen_vit, "gemma3_vlm": gen_gemma3_vlm, "qwen2_vl": gen_qwen2_vl, "st_bert": gen_st_bert,
+              "st_qwen2": gen_st_qwen2}
 
 
 def main() -> None:
