@@ -196,6 +196,12 @@ def test_mmproj_aligns_to_the_hf_vision_tower(gemma3):
     assert not [f for f in r.findings if f.check == "architecture_mismatch"]
 
 
+def test_activations_refuse_mmproj_in_one_line():
+    result = runner.invoke(app, ["compare", str(A / "qwen2_vl/hf"), str(A / "qwen2_vl/qwen2vl-mmproj-f32.gguf"),
+                                 "--activations", "--quiet"])
+    assert result.exit_code == 2 and "does not run multimodal projector (mmproj) files" in result.output
+
+
 def test_qwen2vl_mmproj_reads_clip_mean_std_and_aligns(qwen2vl):
     b = normaudit.load(A / "qwen2_vl/qwen2vl-mmproj-f32.gguf")
     cfg = _hf_json("qwen2_vl/hf/preprocessor_config.json")

@@ -254,5 +254,10 @@ class GgufFormat:
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         from ...activations.runners.replay import replay_runner
+        from ...errors import NormauditError
+
+        if model.metadata.get("mmproj"):
+            raise NormauditError(f"{path}: --activations does not run multimodal projector (mmproj) files: GGUF replay "
+                                 "covers text models", hint="compare it without --activations (static checks)")
 
         return replay_runner(path, model, ctx)
