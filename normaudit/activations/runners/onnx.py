@@ -37,6 +37,7 @@ class OnnxRunner:
         self.path = path
         self.model = model
         self.extra: dict[str, str] = {}  # tensor -> key: outputs standing in for a norm (a conv a BN was folded into)
+        self.notes: list[str] = []  # what the run assumed (inputs it filled in)
         with reading(path, "cannot load the ONNX model to run it"):
             self.proto = onnx.load(str(path), load_external_data=False)  # weights stay in their files
         self.norms = {n.output_name: n for n in model.norms if n.output_name}
@@ -111,10 +112,13 @@ class OnnxRunner:
                 value = pool.pop(gi.name)
             elif len(graph_inputs) == 1 and len(pool) == 1:
                 value = pool.popitem()[1]
-            elif dtype.kind in "iu" and "input_ids" in pool:
-                value = pool.pop("input_ids")
             elif gi.name in TOKEN_SIDE_INPUTS and "input_ids" in inputs:
                 value = TOKEN_SIDE_INPUTS[gi.name](np.asarray(inputs["input_ids"]))  # what a tokenizer gives
+                note = f"{self.path.name}: graph input {gi.name!r} not given: filled as for unpadded text"
+                if note not in self.notes:
+                    self.notes.append(note)
+            elif dtype.kind in "iu" and "input_ids" in pool:
+                value = pool.pop("input_ids")
             else:
                 raise NormauditError(f"{self.path}: no input given for graph input {gi.name!r}",
                                      hint="pass --input FILE.npz with arrays named like the graph inputs")
