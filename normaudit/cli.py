@@ -328,8 +328,9 @@ def _print_compare(doc: dict[str, Any], quiet: bool, verbose: bool) -> None:
 @app.command(cls=_Command)
 def checks() -> None:
     """List the checks `compare` runs, with their severity and scope."""
+    width = max(len(name) for name in CHECK_REGISTRY)
     for name, spec in CHECK_REGISTRY.items():
-        typer.echo(f"{name:22s} {spec.severity.value:8s} {spec.scope:10s} {spec.description}")
+        typer.echo(f"{name:{width}s} {spec.severity.value:8s} {spec.scope:11s} {spec.description}")
 
 
 def _quiet_third_parties() -> None:
