@@ -241,7 +241,9 @@ def compare(
                                                  "are kept.")] = None,
     activations: Annotated[bool, typer.Option(
         "--activations", metavar="", help="Also run both models on the same input and diff norm and block outputs "
-                                          "layer by layer (first divergence, local vs inherited error).")] = False,
+                                          "layer by layer; fails on what quantization cannot explain (a norm or block "
+                                          "adding error its weights cannot), reports expected drift (KLD, top-1).")
+    ] = False,
     input_npz: Annotated[Optional[str], typer.Option(
         "--input", help="Inputs for --activations: an .npz of name -> array (e.g. input_ids), or a report's JSON "
                         "whose recorded inputs are reused.", metavar="FILE.npz|REPORT.json")] = None,
@@ -256,8 +258,9 @@ def compare(
                         "directory (e.g. GGUF F32 vs GGUF Q4_K_M).",
         metavar="HF_DIR")] = None,
     sensitivity: Annotated[bool, typer.Option(
-        "--sensitivity", metavar="", help="With --activations and a GGUF side: put one quantized tensor at a time "
-                                          "into the float model and rank tensors by the output drift each causes.")
+        "--sensitivity", metavar="", help="With --activations, HF vs its GGUF: rank the quantized tensors by the error "
+                                          "each adds to its block's output on A's input (one tensor at a time, in the "
+                                          "same block-by-block pass).")
     ] = False,
     act_rel_l2: Annotated[Optional[float], typer.Option(
         "--act-rel-l2", metavar="X", help="Activation drift threshold: relative L2 above this diverges (default "

@@ -15,7 +15,7 @@ from ..match import Alignment, align
 from ..model import NormKind, NormModel
 from . import fold as _fold, model as _model, pair as _pair, unmatched as _unmatched  # noqa: F401 (registers)
 from . import contracts as _contracts  # noqa: F401,E402 (registers the checks around the model)
-from .base import (REGISTRY, SEVERITY_RANK, CheckSpec, Context, Finding, PairResult, Severity, check,
+from .base import (REGISTRY, SEVERITY_RANK, CheckSpec, Context, Finding, PairResult, Severity, check, failing,
                    group_findings, run_scope)
 from .fold import fold_target
 from .pair import pair_convention, same_kind, scale_metrics, weight_metrics
@@ -35,8 +35,7 @@ class CompareReport:
     fail_on: Severity = Severity.ERROR
 
     def failing(self) -> list[Finding]:
-        return [f for f in self.findings
-                if not f.suppressed and SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
+        return failing(self.findings, self.fail_on)
 
     @property
     def passed(self) -> bool:
