@@ -3124,7 +3124,9 @@ def classify(res: Result, killed: str = "", limits: Limits | None = None) -> Res
     limits = limits or Limits()
     reasons: dict[str, str] = {}
     text = res.stdout + res.stderr
-    err_lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    # normaudit's own progress lines on a non-terminal stderr ("normaudit: <task>: running (12s elapsed)") are
+    # output, not noise: the one-line rule is about what it says when it fails
+    err_lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not _PROGRESS.match(ln)]
     if res.case.sentinel.exists():
         reasons["sentinel"] = "the pickle payload ran (sentinel file created)"
     if any(m in text for m in PLANTED_MARKERS):
@@ -3182,6 +3184,7 @@ def classify(res: Result, killed: str = "", limits: Limits | None = None) -> Res
     return res
 
 
+_PROGRESS = re.compile(r"^normaudit: (?!error:).*: (running \(.*elapsed.*\)|done in .*)$")
 _GLOG = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)")
 _PYWARN = re.compile(r"^(\S+?\.py):(\d+): (\w+): ?(.*)")
 

@@ -14,7 +14,7 @@ from ...facts.onnx import FOLD_TARGETS
 from ...model import Convention, LinearOp, NormKind, NormLayer, NormModel, unique_ids
 from ..base import LoadOptions, Probe
 from .contracts import embedding_from_graph, graph_outputs, preprocess_from_graph
-from .graph import OnnxGraph, attr, metadata, module_of
+from .graph import OnnxGraph, attr, class_hierarchy, metadata, module_of
 from .dataflow import Flow
 from .patterns import (Found, batch_norm_of_own_statistics, centred_rms, decomposed, fused, instance_norm,
                        layer_id)
@@ -119,18 +119,12 @@ def load_onnx(path: Path) -> NormModel:
 def _architecture(g: OnnxGraph) -> str | None:
     """The exported PyTorch class (from dynamo's class hierarchy metadata), if recorded."""
     for node in g.nodes[:50]:
-        hier = metadata(node).get("pkg.torch.onnx.class_hierarchy")
-        if not hier:
-            continue
-        try:
-            classes = ast.literal_eval(hier)
-        except (ValueError, SyntaxError):
-            continue
+        classes = class_hierarchy(node)
         for cls in classes:
-            if isinstance(cls, str) and cls.startswith("transformers.models."):
+            if cls.startswith("transformers.models."):
                 return cls.rsplit(".", 1)[-1]
         if classes:
-            return str(classes[0]).rsplit(".", 1)[-1]
+            return classes[0].rsplit(".", 1)[-1]
     return None
 
 

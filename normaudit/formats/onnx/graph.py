@@ -127,11 +127,13 @@ class OnnxGraph:
     """Index over an ONNX graph: producers, consumers, constants (lazy), node scopes."""
 
     def __init__(self, model: Any, base_dir: Path, source: object = "") -> None:
+        _text_names(model.graph)
         self.model = model
         self.source = source  # the model file, for error lines
         self.graph = model.graph
         self.base_dir = base_dir
-        self.nodes = list(self.graph.node)
+        # a node without outputs computes nothing anyone reads (and is not valid ONNX): not part of any pattern
+        self.nodes = [n for n in self.graph.node if len(n.output) and n.output[0]]
         self.producer: dict[str, Any] = {}
         self.consumers: dict[str, list[Any]] = {}
         for node in self.nodes:
@@ -178,20 +180,28 @@ class OnnxGraph:
         return result
 
     def _constant_node(self, node: Any, name: str) -> Const | None:
-        from onnx import helper
+        from onnx import AttributeProto, helper
 
+        want = {"value_float": AttributeProto.FLOAT, "value_floats": AttributeProto.FLOATS,
+                "value_int": AttributeProto.INT, "value_ints": AttributeProto.INTS}
         for attr in node.attribute:
             if attr.name == "value":
+                if attr.type != AttributeProto.TENSOR:
+                    return None  # not a tensor: not a constant normaudit can read
                 t = attr.t
                 return Const(name, tuple(int(d) for d in t.dims), _onnx_dtype_name(t.data_type),
                              self._tensor_loader(t))
-            if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
+            if attr.name in want:
+                if attr.type != want[attr.name]:
+                    return None
                 arr = np.asarray(helper.get_attribute_value(attr))
                 return Const(name, tuple(arr.shape), dtype_name(arr.dtype),
-                              lambda a=arr: np.asarray(a, dtype=np.float32))
+                             lambda a=arr: np.asarray(a, dtype=np.float32))
         return None
 
     def _dequantize(self, node: Any) -> Const | None:
+        if len(node.input) < 2 or not node.input[0] or not node.input[1]:
+            return None
         x = self.const(node.input[0])
         scale = self.const(node.input[1]) if len(node.input) > 1 else None
         zp = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -204,6 +214,8 @@ class OnnxGraph:
             q = x.load().astype(np.float64)
             s = scale.load().astype(np.float64)
             z = zp.load().astype(np.float64) if zp is not None else np.zeros_like(s)
+            if s.size == 0 or z.size == 0 or (z.size != 1 and z.size != s.size):
+                raise CorruptFile(f"{where}: scale {list(s.shape)} / zero point {list(z.shape)} do not fit each other")
             if s.size > 1 or z.size > 1:  # per-axis: one scale per slice of q along ``axis``
                 if not -q.ndim <= axis < q.ndim or s.ndim != 1 or s.size != q.shape[axis] or z.size not in (1, s.size):
                     raise CorruptFile(f"{where}: scale {list(s.shape)} / zero point {list(z.shape)} do not fit "
@@ -512,29 +524,30 @@ def metadata(node: Any) -> dict[str, str]:
     return {p.key: p.value for p in node.metadata_props}
 
 
-def class_hierarchy(node: Any) -> list[str]:
-    """The classes / aten ops a node came from, outermost first (dynamo's ``pkg.torch.onnx.class_hierarchy``)."""
-    text = metadata(node).get("pkg.torch.onnx.class_hierarchy")
-    if not text:
+def metadata_list(node: Any, key: str) -> list[str]:
+    """A metadata value dynamo writes as a Python list literal (name scopes, class hierarchy); [] for anything
+    else a file may hold there."""
+    text = metadata(node).get(key)
+    if not text or not isinstance(text, str) or len(text) > 1 << 16:
         return []
     try:
         parts = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return []
     return [str(p) for p in parts] if isinstance(parts, list) else []
 
 
+def class_hierarchy(node: Any) -> list[str]:
+    """The classes / aten ops a node came from, outermost first (dynamo's ``pkg.torch.onnx.class_hierarchy``)."""
+    return metadata_list(node, "pkg.torch.onnx.class_hierarchy")
+
+
 def module_of(node: Any) -> str:
     """The PyTorch module a node came from: dynamo name scopes, else the legacy exporter's node name."""
-    scopes = metadata(node).get("pkg.torch.onnx.name_scopes")
-    if scopes:
-        try:
-            parts = ast.literal_eval(scopes)
-        except (ValueError, SyntaxError):
-            parts = None
-        if isinstance(parts, list) and len(parts) >= 2:
-            return str(parts[-2])
-    name = node.name or ""
+    parts = metadata_list(node, "pkg.torch.onnx.name_scopes")
+    if len(parts) >= 2:
+        return parts[-2]
+    name = _text(node.name) or ""
     if name.startswith("/") and name.count("/") >= 2:
         return ".".join(p for p in name.split("/")[1:-1] if p)
     return ""
@@ -545,6 +558,25 @@ def module_from_tensor(name: str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return ""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+
+
+def _text_names(graph: Any) -> None:
+    """Names that are not valid UTF-8 come out of protobuf as bytes: make every name normaudit reads a str."""
+    for node in graph.node:
+        if isinstance(node.name, bytes):
+            node.name = _text(node.name)
+        for field in (node.input, node.output):
+            if any(isinstance(v, bytes) for v in field):
+                fixed = [_text(v) for v in field]
+                del field[:]
+                field.extend(fixed)
+    for t in graph.initializer:
+        if isinstance(t.name, bytes):
+            t.name = _text(t.name)
 
 
 def attr(node: Any, name: str, default: Any = None, kind: type | None = None) -> Any:

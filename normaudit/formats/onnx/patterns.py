@@ -57,6 +57,8 @@ def axis_repr(g: OnnxGraph, x: str, axes: tuple[int, ...]) -> tuple[tuple[int, .
 
 
 def fused(g: OnnxGraph, node: Any) -> Found | None:
+    if not node.input or not node.input[0]:
+        return None  # a norm op without its data input computes nothing normaudit can describe
     if node.op_type == "MeanVarianceNormalization" and node.domain in ("", "ai.onnx"):
         return mean_variance_normalization(g, node)
     spec = FUSED_OPS.get((node.domain, node.op_type))
