@@ -39,6 +39,8 @@ class AuditOptions:
     text: str | None = None
     model_dir: str | Path | None = None  # HF dir a GGUF is replayed through when neither side is one
     sensitivity: bool = False
+    backend: str = "replay"  # how a GGUF side runs: replay | llama.cpp | both (activations.backends)
+    runtime_defaults: bool = False  # llama.cpp with its own context defaults (flash attention auto, F16 KV cache)
 
 
 def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOptions | None = None,
@@ -55,11 +57,21 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
                                                   config=opts.config_a)
     mb = b if isinstance(b, NormModel) else load(b, opts.format_b, trust_pickle=opts.trust_pickle,
                                                   config=opts.config_b)
-    report = AuditReport(compare(ma, mb, opts.thresholds), opts.thresholds)
-    if opts.activations:
-        from .activations import diff_activations
-
-        report.activations = diff_activations(ma, mb, input_npz=opts.input_npz, text=opts.text,
-                                              model_dir=opts.model_dir, thresholds=opts.thresholds,
-                                              sensitivity=opts.sensitivity, trust_pickle=opts.trust_pickle)
+    activations = _activations(ma, mb, opts) if opts.activations else None
+    facts = activations.check_facts() if activations is not None else None
+    report = AuditReport(compare(ma, mb, opts.thresholds, facts), opts.thresholds)
+    report.activations = activations
     return report
+
+
+def _activations(ma: NormModel, mb: NormModel, opts: AuditOptions):  # -> activations.ActivationReport
+    """The activation diff (run before the static checks: model-scope checks read what it measured)."""
+    from .activations import diff_activations
+
+    backend_options = {} if opts.backend == "replay" else (
+        {"kv_cache": "f16", "flash_attention": "auto"} if opts.runtime_defaults else
+        {"kv_cache": "f32", "flash_attention": "off"})
+    return diff_activations(ma, mb, input_npz=opts.input_npz, text=opts.text, model_dir=opts.model_dir,
+                            thresholds=opts.thresholds, sensitivity=opts.sensitivity,
+                            trust_pickle=opts.trust_pickle, backend=opts.backend,
+                            backend_options=backend_options)

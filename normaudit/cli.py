@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .activations.backends import BACKENDS
 from .api import AuditOptions, audit, inspect as inspect_model
 from .checks import REGISTRY as CHECK_REGISTRY
 from .config import load_thresholds
@@ -154,6 +155,14 @@ def compare(
     sensitivity: Annotated[bool, typer.Option(
         "--sensitivity", help="With --activations and a GGUF side: put one quantized tensor at a time into the "
                               "float model and rank tensors by the output drift each causes.")] = False,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="How --activations runs a GGUF: 'replay' (its tensors in the source architecture, "
+                          "transformers; default), 'llama.cpp' (the real runtime; needs the llamacpp extra) or "
+                          "'both' (three-way: source vs replay = the file's tensors and eps, replay vs llama.cpp = "
+                          "the runtime).", metavar="replay|llama.cpp|both")] = "replay",
+    runtime_defaults: Annotated[bool, typer.Option(
+        "--runtime-defaults", help="Run llama.cpp with its own context defaults (flash attention auto, F16 KV "
+                                   "cache) instead of F32 KV cache without flash attention.")] = False,
     act_rel_l2: Annotated[Optional[float], typer.Option(
         "--act-rel-l2", help="Activation drift threshold: relative L2 above this diverges (default 1e-2).")] = None,
     act_cosine: Annotated[Optional[float], typer.Option(
@@ -165,8 +174,12 @@ def compare(
     from pathlib import Path
 
     with _errors():
-        if (input_npz or text or sensitivity or model_dir) and not activations:
-            raise NormauditError("--input, --text, --model and --sensitivity go with --activations")
+        if (input_npz or text or sensitivity or model_dir or backend != "replay" or runtime_defaults) \
+                and not activations:
+            raise NormauditError("--input, --text, --model, --sensitivity, --backend and --runtime-defaults go with "
+                                 "--activations")
+        if backend not in BACKENDS:
+            raise NormauditError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if input_npz and text is not None:
             raise NormauditError("give either --input or --text, not both")
         th = load_thresholds(Path(settings) if settings else None, fail_on=fail_on, eps_rtol=eps_rtol,
@@ -174,7 +187,8 @@ def compare(
                              activation_cosine=act_cosine)
         options = AuditOptions(format_a=format_a, format_b=format_b, config_a=config_a, config_b=config_b,
                                trust_pickle=trust_pickle, thresholds=th, activations=activations,
-                               input_npz=input_npz, text=text, model_dir=model_dir, sensitivity=sensitivity)
+                               input_npz=input_npz, text=text, model_dir=model_dir, sensitivity=sensitivity,
+                               backend=backend, runtime_defaults=runtime_defaults)
         with _status("loading and comparing ..." if not activations else "loading and running both models ..."):
             report = audit(a, b, options)
         passed = report.passed

@@ -250,3 +250,33 @@ def diff_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
 def tensor_stats(values: np.ndarray) -> dict[str, float]:
     v = values.astype(np.float64)
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
+
+
+# -- output distributions ------------------------------------------------------------------------------
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log p over the last axis, in float64 (max subtracted)."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def logit_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """How far ``other``'s next-token distributions are from ``ref``'s, token by token (last axis = vocab).
+
+    ``kld_mean`` / ``kld_max``: KL(P_ref || P_other) in nats, averaged / maximal over tokens;
+    ``top1_agreement``: fraction of tokens whose argmax agrees; ``max_abs_dp``: the largest |p_ref - p_other|
+    over tokens and vocabulary; ``tokens``: how many distributions were compared.
+    """
+    if ref.shape[-1] != other.shape[-1]:
+        raise ValueError(f"vocabulary sizes differ: {ref.shape[-1]} vs {other.shape[-1]}")
+    lp = log_softmax(ref.reshape(-1, ref.shape[-1]))
+    lq = log_softmax(other.reshape(-1, other.shape[-1]))
+    if lp.shape != lq.shape:
+        raise ValueError(f"token counts differ: {lp.shape[0]} vs {lq.shape[0]}")
+    p = np.exp(lp)
+    kld = np.maximum((p * (lp - lq)).sum(axis=-1), 0.0)  # >= 0 up to rounding
+    return {"kld_mean": float(kld.mean()), "kld_max": float(kld.max()),
+            "top1_agreement": float((lp.argmax(-1) == lq.argmax(-1)).mean()),
+            "max_abs_dp": float(np.abs(p - np.exp(lq)).max()), "tokens": int(lp.shape[0])}

@@ -20,7 +20,7 @@ from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
 from ..match import align
 from ..model import NormKind, NormModel
-from . import inputs as inputs_mod
+from . import backends, inputs as inputs_mod
 from .base import RunContext, Runner
 
 
@@ -57,16 +57,38 @@ class ActivationReport:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
+    # filled by the llama.cpp backend (activations.backends); empty for the replay backend
+    logits: dict[str, dict[str, float]] = field(default_factory=dict)  # leg -> kernels.logit_metrics
+    attribution: list[dict[str, Any]] = field(default_factory=list)  # --backend both: per point, both legs
+    attribution_first: dict[str, Any] = field(default_factory=dict)  # leg -> first diverging point
+    tokenization: dict[str, Any] | None = None  # GGUF vocabulary vs HF tokenizer (checks: tokenizer_*)
 
     @property
     def passed(self) -> bool:
         return self.first_divergence is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "backends": self.backends, "thresholds": self.thresholds,
-                "points": [p.to_dict() for p in self.points],
-                "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
-                "sensitivity": self.sensitivity, "notes": self.notes, "passed": self.passed}
+        doc = {"inputs": self.inputs, "backends": self.backends, "thresholds": self.thresholds,
+               "points": [p.to_dict() for p in self.points],
+               "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
+               "sensitivity": self.sensitivity, "notes": self.notes, "passed": self.passed}
+        doc.update(self._runtime_dict())
+        return doc
+
+    def _runtime_dict(self) -> dict[str, Any]:
+        """The llama.cpp backend's additions (only when it ran)."""
+        out: dict[str, Any] = {}
+        if self.logits:
+            out["logits"] = self.logits
+        if self.attribution:
+            out["attribution"] = {"first": self.attribution_first, "points": self.attribution}
+        if self.tokenization is not None:
+            out["tokenization"] = self.tokenization
+        return out
+
+    def check_facts(self) -> dict[str, Any]:
+        """What the static checks read from this run (model-scope checks: tokenizer_mismatch, ...)."""
+        return {"tokenization": self.tokenization} if self.tokenization is not None else {}
 
 
 # -- sides ---------------------------------------------------------------------------------------------------
@@ -106,11 +128,13 @@ def _as_model(x: str | Path | NormModel, options: LoadOptions) -> NormModel:
 def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, input_npz: str | None = None,
                      text: str | None = None, model_dir: str | Path | None = None,
                      thresholds: Thresholds | None = None, sensitivity: bool = False,
-                     trust_pickle: bool = False) -> ActivationReport:
+                     trust_pickle: bool = False, backend: str = "replay",
+                     backend_options: dict[str, Any] | None = None) -> ActivationReport:
     """Run A and B on the same input and diff every aligned norm output and block output.
 
     ``a`` / ``b`` are loaded models (each loaded once by the caller) or paths; ``model_dir`` is the HF
-    directory a GGUF is replayed through when neither side is one."""
+    directory a GGUF is replayed through when neither side is one.  ``backend`` runs a GGUF side by replay
+    (default), by llama.cpp itself, or ``both`` (three-way attribution): see :mod:`.backends`."""
     th = thresholds or Thresholds()
     options = LoadOptions(trust_pickle=trust_pickle)
     ma, mb = _as_model(a, options), _as_model(b, options)
@@ -119,8 +143,8 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         for m in (ma, mb):
             if m.format_name == "hf":
                 source_dir, source_model = Path(m.path), m
-    ctx = RunContext(options, source_dir, source_model)
-    runner_a, runner_b = build_runner(ma, ctx), build_runner(mb, ctx)
+    ctx = RunContext(options, source_dir, source_model, dict(backend_options or {}))
+    runner_a, runner_b = backends.build_runners(ma, mb, ctx, backend, build_runner)
     feeds, source = _inputs([runner_a, runner_b], input_npz, text)
 
     al = align(runner_a.model, runner_b.model)
@@ -197,6 +221,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
             report.notes.append(f"{Path(m.path).name}: GGUF tensors not used by the replay: {r.replay.unmapped_gguf[:5]}")
     if sensitivity:
         report.sensitivity = _sensitivity(runner_a, runner_b, feeds)
+    backends.finish(report, runner_a, runner_b, th, text)
     return report
 
 

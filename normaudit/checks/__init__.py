@@ -50,10 +50,15 @@ class CompareReport:
                 "fail_on": self.fail_on.value, "passed": self.passed}
 
 
-def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None) -> CompareReport:
-    """Align the norms of ``a`` (source) and ``b`` (converted) and run every static check."""
+def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None,
+            facts: dict[str, Any] | None = None) -> CompareReport:
+    """Align the norms of ``a`` (source) and ``b`` (converted) and run every static check.
+
+    ``facts`` are what a run measured for model-scope checks to read (``ActivationReport.check_facts()``:
+    the tokenizer comparison of the llama.cpp backend)."""
     th = thresholds or Thresholds()
     ctx = Context(a, b, th)
+    ctx.cache.update(facts or {})
     al: Alignment = align(a, b)
     ctx.cache["gguf_arch"] = al.gguf_arch
     for p in al.pairs:

@@ -25,3 +25,38 @@ def eps_unknown(ctx: Context) -> None:
         ctx.finding("eps_unknown", None, None, f"{side} stores no eps for {len(unknown)} layers, so eps was not "
                     "compared", "give a config.json (--config-a/--config-b) or a .pt2 / ONNX / GGUF file that "
                     "records eps")
+
+
+@check("tokenizer_mismatch", Severity.ERROR, scope="model",
+       description="the GGUF's own vocabulary (llama.cpp) splits the input text differently from the HF "
+                   "tokenizer (--backend llama.cpp / both)")
+@check("tokenizer_special_tokens", Severity.WARNING, scope="model",
+       description="llama.cpp and the HF tokenizer add different special tokens (BOS/EOS) around the same text "
+                   "(--backend llama.cpp / both)")
+def tokenizer(ctx: Context) -> None:
+    tok = ctx.cache.get("tokenization")
+    if not tok or tok.get("match", True):
+        return
+    where = f"on the {tok.get('source', 'input')}"
+    if tok.get("body_match"):
+        sp = tok.get("specials", {})
+        parts = []
+        for end in ("leading", "trailing"):
+            h, g = sp.get(f"hf_{end}", []), sp.get(f"gguf_{end}", [])
+            if h != g:
+                parts.append(f"{end}: llama.cpp {g or 'none'}, HF {h or 'none'}")
+        pieces = ", ".join(repr(p) for p in sp.get("gguf_pieces", []))
+        ctx.finding("tokenizer_special_tokens", None, None,
+                    f"llama.cpp and the HF tokenizer add different special tokens {where} ({'; '.join(parts)}"
+                    + (f"; llama.cpp's are {pieces}" if pieces else "") + "); the text itself is split alike",
+                    "the GGUF's tokenizer.ggml.add_bos_token / add_eos_token (llama.cpp's default for the vocab type "
+                    "when absent) and the HF tokenizer's add_bos_token / post-processor disagree")
+        return
+    d = tok.get("first_difference", {})
+    fmt = lambda seq: " ".join(f"{t}:{p!r}" for t, p in seq)  # noqa: E731
+    ctx.finding("tokenizer_mismatch", None, None,
+                f"the GGUF's vocabulary tokenizes the text differently {where}: first difference at HF token "
+                f"{d.get('hf_index')} / llama.cpp token {d.get('gguf_index')} (HF {fmt(d.get('hf', []))} | llama.cpp "
+                f"{fmt(d.get('gguf', []))}); {len(tok.get('hf', []))} vs {len(tok.get('gguf', []))} tokens",
+                "the converter wrote another vocabulary, merges or pre-tokenizer (tokenizer.ggml.pre) than the HF "
+                "tokenizer uses", first_difference=d, hf=tok.get("hf"), gguf=tok.get("gguf"))

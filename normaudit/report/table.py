@@ -103,6 +103,7 @@ def activation_tables(act) -> list:  # act: activations.ActivationReport
             verdict = (f"inherited: B's layer on A's input is within {local:.2e}; the drift comes from upstream "
                        f"(embeddings or non-norm weights)")
         out.append(f"[bold red]first divergence[/]: {first.a} ({first.kind}): {verdict}")
+    out.extend(runtime_tables(act))
     if act.sensitivity:
         sens = Table(title="sensitivity: one quantized tensor at a time in the float model", title_justify="left")
         for col in ("tensor", "source", "dtype", "output rel L2", "output cosine"):
@@ -110,4 +111,55 @@ def activation_tables(act) -> list:  # act: activations.ActivationReport
         for r in act.sensitivity[:20]:
             sens.add_row(r["tensor"], r["source"], r["dtype"], f"{r['output_rel_l2']:.3e}", f"{r['output_cosine']:.6f}")
         out.append(sens)
+    return out
+
+
+_LEGS = {"a_vs_b": "A vs B", "a_vs_replay": "A vs replay", "replay_vs_b": "replay vs llama.cpp"}
+_CAUSE_STYLE = {"conversion": "bold red", "runtime": "bold magenta", "conversion+runtime": "bold red"}
+
+
+def runtime_tables(act) -> list:  # act: activations.ActivationReport
+    """What the llama.cpp backend adds: the three-way attribution, output distributions, tokenization."""
+    out: list = []
+    if act.attribution:
+        first = act.attribution_first
+        t = Table(title="three-way attribution  (A vs replay: the file's tensors and eps in the source architecture; "
+                        "replay vs llama.cpp: what the runtime does beyond them)", title_justify="left",
+                  caption=f"runtime leg diverges above rel L2 {first.get('runtime_rel_l2', float('nan')):.1e} "
+                          "(llama.cpp's measured precision for this file's weights, or --act-rel-l2)")
+        for col in ("point (A)", "A vs replay", "replay vs llama.cpp", "A vs llama.cpp", "cause"):
+            t.add_column(col, justify="left" if col in ("point (A)", "cause") else "right")
+
+        def rel(m) -> str:
+            return "-" if not m or m.get("rel_l2") is None else f"{m['rel_l2']:.2e}"
+
+        for r in act.attribution:
+            cause = r["cause"]
+            t.add_row(r["point"], rel(r["a_vs_replay"]), rel(r["replay_vs_runtime"]), rel(r["a_vs_runtime"]),
+                      f"[{_CAUSE_STYLE.get(cause, '')}]{cause}[/]" if cause else "")
+        out.append(t)
+        conv, rt = first.get("conversion"), first.get("runtime")
+        out.append(f"[bold]attribution[/]: conversion (A vs replay) {'first diverges at ' + conv if conv else 'matches'}; "
+                   f"runtime (replay vs llama.cpp) {'first diverges at ' + rt if rt else 'matches'}")
+    if act.logits:
+        t = Table(title="output distributions over the input tokens", title_justify="left")
+        for col in ("", "KL mean (nats)", "KL max", "top-1 agree", "max |dp|", "tokens"):
+            t.add_column(col, justify="right" if col else "left")
+        for leg, m in act.logits.items():
+            if "kld_mean" not in m:
+                t.add_row(_LEGS.get(leg, leg), "-", "-", "-", "-", str(m.get("error", "")))
+                continue
+            t.add_row(_LEGS.get(leg, leg), f"{m['kld_mean']:.2e}", f"{m['kld_max']:.2e}", f"{m['top1_agreement']:.3f}",
+                      f"{m['max_abs_dp']:.2e}", str(m["tokens"]))
+        out.append(t)
+    tok = act.tokenization
+    if tok is not None:
+        n = f"{len(tok['hf'])} HF / {len(tok['gguf'])} llama.cpp tokens, {tok['source']}"
+        if tok["match"]:
+            out.append(f"tokenization: the GGUF's vocabulary and the HF tokenizer agree ({n})")
+        elif tok.get("body_match"):
+            out.append(f"[yellow]tokenization[/]: same text pieces, different special tokens added ({n})")
+        else:
+            d = tok.get("first_difference", {})
+            out.append(f"[bold red]tokenization[/]: differs from HF token {d.get('hf_index')} ({n})")
     return out
