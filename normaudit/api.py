@@ -67,7 +67,11 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
 def _activations(ma: NormModel, mb: NormModel, opts: AuditOptions):  # -> activations.ActivationReport
     """The activation diff (run before the static checks: model-scope checks read what it measured)."""
     from .activations import diff_activations
+    from .errors import NormauditError
 
+    if opts.sensitivity and opts.backend != "replay":
+        raise NormauditError("--sensitivity re-runs the replay's blocks with one tensor at a time: it goes with "
+                             "--backend replay")
     backend_options = {} if opts.backend == "replay" else (
         {"kv_cache": "f16", "flash_attention": "auto"} if opts.runtime_defaults else
         {"kv_cache": "f32", "flash_attention": "off"})

@@ -211,10 +211,7 @@ def _print_compare(report: AuditReport) -> None:
             console.print(f"note: {note}", markup=False, highlight=False)
     counts = report.counts()
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-    drift = ""
-    if act is not None:
-        fd = act.first_divergence
-        drift = f"; activations: first divergence at {fd.a}" if fd else "; activations match"
+    drift = f"; activations: {act.verdict}" if act is not None else ""
     console.print(f"{verdict}: {counts['error']} errors, {counts['warning']} warnings (fail on "
                   f"{report.thresholds.fail_on}){drift}")
 

@@ -30,6 +30,9 @@ class Thresholds:
     fail_on: str = "error"  # error | warning
     activation_rel_l2: float = 1e-2  # activation diffs: a point above this relative L2 diverges
     activation_cosine: float = 0.9999  # ... or below this cosine
+    activation_norm_local: float = 1e-3  # a norm re-run on A's input may differ this much (F32 norm weights)
+    activation_block_factor: float = 4.0  # a block's local error may be this many times what its weights explain
+    activation_block_floor: float = 1e-3  # ... and never needs to be below this (float round-off of a block)
 
     def rel_l2_for(self, dtype: str) -> float:
         if self.rel_l2_override is not None:

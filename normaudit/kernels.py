@@ -252,31 +252,23 @@ def tensor_stats(values: np.ndarray) -> dict[str, float]:
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}
 
 
-# -- output distributions ------------------------------------------------------------------------------
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log p over the last axis, in float64 (max subtracted)."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def logit_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """How far ``other``'s next-token distributions are from ``ref``'s, token by token (last axis = vocab).
-
-    ``kld_mean`` / ``kld_max``: KL(P_ref || P_other) in nats, averaged / maximal over tokens;
-    ``top1_agreement``: fraction of tokens whose argmax agrees; ``max_abs_dp``: the largest |p_ref - p_other|
-    over tokens and vocabulary; ``tokens``: how many distributions were compared.
-    """
-    if ref.shape[-1] != other.shape[-1]:
-        raise ValueError(f"vocabulary sizes differ: {ref.shape[-1]} vs {other.shape[-1]}")
-    lp = log_softmax(ref.reshape(-1, ref.shape[-1]))
-    lq = log_softmax(other.reshape(-1, other.shape[-1]))
-    if lp.shape != lq.shape:
-        raise ValueError(f"token counts differ: {lp.shape[0]} vs {lq.shape[0]}")
-    p = np.exp(lp)
-    kld = np.maximum((p * (lp - lq)).sum(axis=-1), 0.0)  # >= 0 up to rounding
+def next_token_metrics(ref_logits: np.ndarray, other_logits: np.ndarray) -> dict[str, float]:
+    """How two language models' next-token distributions differ over the input tokens (the figures
+    ``llama-perplexity --kl-divergence`` reports): mean and max KL(P_ref || P_other), top-1 agreement and the
+    largest change of any token probability.  Logits ``[..., tokens, vocab]``, computed in float64."""
+    a = ref_logits.astype(np.float64).reshape(-1, ref_logits.shape[-1])
+    b = other_logits.astype(np.float64).reshape(-1, other_logits.shape[-1])
+    la = a - a.max(axis=-1, keepdims=True)
+    lb = b - b.max(axis=-1, keepdims=True)
+    la -= np.log(np.exp(la).sum(axis=-1, keepdims=True))
+    lb -= np.log(np.exp(lb).sum(axis=-1, keepdims=True))
+    pa, pb = np.exp(la), np.exp(lb)
+    kld = (pa * (la - lb)).sum(axis=-1)
     return {"kld_mean": float(kld.mean()), "kld_max": float(kld.max()),
-            "top1_agreement": float((lp.argmax(-1) == lq.argmax(-1)).mean()),
-            "max_abs_dp": float(np.abs(p - np.exp(lq)).max()), "tokens": int(lp.shape[0])}
+            "top1_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))),
+            "max_abs_dp": float(np.abs(pa - pb).max()), "tokens": int(a.shape[0])}
+
+
+def rss(values: list[float]) -> float:
+    """Root of the sum of squares: the expected size of independent errors that add up."""
+    return float(np.sqrt(np.sum(np.square(values)))) if values else 0.0

@@ -76,6 +76,16 @@ class TensorRef:
             self._value = value.reshape(self.shape)
         return self._value
 
+    def read(self) -> np.ndarray:
+        """Values as float32 without keeping them (streamed use: one block of a large model at a time)."""
+        if self._value is not None:
+            return self._value
+        value = np.asarray(self.loader(), dtype=np.float32)
+        n = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        if value.size != n:
+            raise CorruptFile(f"{self.source}: tensor {self.name} holds {value.size} values, its shape needs {n}")
+        return value.reshape(self.shape)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 

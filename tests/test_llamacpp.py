@@ -4,10 +4,8 @@ attribution, logits metrics; and the core without llama-cpp-python installed.
 Tests that run llama.cpp skip cleanly when llama_cpp does not import."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,8 +35,8 @@ def by_a(report):
 # -- without llama-cpp-python ------------------------------------------------------------------------------
 
 def test_core_works_without_llama_cpp_and_backend_says_how_to_install(real):
-    """llama_cpp made unimportable in a child process: static compare and the replay backend work, the
-    llama.cpp backend is one line naming the extra, and nothing else ever imports llama_cpp."""
+    """llama_cpp made unimportable in a child process: static compare works and the llama.cpp backend is one
+    line naming the extra; with it installed, neither a static compare nor the replay backend imports it."""
     hf, gg = str(real / "hf/qwen3"), str(real / "gguf/qwen3-f32.gguf")
     script = f"""
 import sys
@@ -47,21 +45,21 @@ from typer.testing import CliRunner
 from normaudit.cli import app
 r = CliRunner()
 static = r.invoke(app, ["compare", {hf!r}, {gg!r}])
-replay = r.invoke(app, ["compare", {hf!r}, {gg!r}, "--activations"])
 runtime = r.invoke(app, ["compare", {hf!r}, {gg!r}, "--activations", "--backend", "llama.cpp"])
-print(static.exit_code, replay.exit_code, runtime.exit_code)
+print(static.exit_code, runtime.exit_code)
 print(runtime.output.strip())
 """
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     codes, line = res.stdout.strip().splitlines()[:2]
-    assert codes == "0 0 2", res.stdout + res.stderr
+    assert codes == "0 2", res.stdout + res.stderr
     assert line.startswith("normaudit: error: the llama.cpp backend needs llama-cpp-python")
     assert "pip install 'normaudit[llamacpp]'" in line and len(res.stdout.strip().splitlines()) == 2
-    # a static compare never imports the runtime, even when it is installed
+    # a static compare (torch-free) and the replay backend never import the runtime, even when it is installed
     probe = ("import sys; from normaudit.api import audit; audit(sys.argv[1], sys.argv[2]); "
-             "print('llama_cpp' in sys.modules, 'torch' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", probe, hf, gg], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert res.stdout.split() == ["False", "False"], res.stdout + res.stderr
+             "print('llama_cpp' in sys.modules, 'torch' in sys.modules); "
+             "r = audit(sys.argv[1], sys.argv[2], activations=True); print(r.passed, 'llama_cpp' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", probe, hf, gg], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.stdout.split() == ["False", "False", "True", "False"], res.stdout + res.stderr
 
 
 def test_backend_option_errors_are_one_line(real):
@@ -77,15 +75,16 @@ def test_backend_option_errors_are_one_line(real):
     assert res.exit_code == 2 and "neither side is a GGUF" in res.output
 
 
-def test_logit_metrics_math():
+def test_next_token_metrics_math():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((1, 5, 11)).astype(np.float32)
-    same = kernels.logit_metrics(ref, ref.astype(np.float64) + 3.0)  # a constant shift: the same distribution
+    same = kernels.next_token_metrics(ref, ref.astype(np.float64) + 3.0)  # a constant shift: the same distribution
     assert same["kld_max"] < 1e-12 and same["top1_agreement"] == 1.0 and same["max_abs_dp"] < 1e-12
     other = ref.copy()
     other[0, 2] = ref[0, 2, ::-1]  # one token's distribution reversed
-    m = kernels.logit_metrics(ref, other)
-    p, q = np.exp(kernels.log_softmax(ref[0, 2])), np.exp(kernels.log_softmax(other[0, 2]))
+    m = kernels.next_token_metrics(ref, other)
+    p, q = (np.exp(v - v.max()) / np.exp(v - v.max()).sum() for v in (ref[0, 2].astype(np.float64),
+                                                                      other[0, 2].astype(np.float64)))
     assert m["kld_max"] == pytest.approx(float((p * np.log(p / q)).sum()), rel=1e-9)
     assert m["kld_mean"] == pytest.approx(m["kld_max"] / 5, rel=1e-9)
     assert m["top1_agreement"] == (0.8 if ref[0, 2].argmax() != other[0, 2].argmax() else 1.0)
@@ -114,8 +113,9 @@ def test_f32_through_llama_cpp_lines_up_every_point(real, model):
                                                        "model.layers.0.post_attention_layernorm")) < 1e-6
         assert 1e-4 < pts["model.layers.0.post_feedforward_layernorm"].metrics["rel_l2"] < 1e-3 and worst < 1e-3
         assert any("axes reordered" in n for n in r.notes)  # Gemma3's q/k norms run on [heads, T, dim]
-    lg = r.logits["a_vs_b"]
-    assert lg["kld_mean"] < 1e-8 and lg["top1_agreement"] == 1.0 and lg["tokens"] == 16
+    assert r.output["kld_mean"] < 1e-8 and r.output["top1_agreement"] == 1.0 and r.output["tokens"] == 16
+    assert r.passed and r.anomalies == [] and r.verdict.startswith("activations match")
+    assert {w["dtype"] for w in r.weights} == {"F32"}  # each tensor measured against the source: exact
     assert all(p.local_rel_l2 < 1e-6 for p in r.points if p.kind == "norm")  # the GGUF's own norms on A's input
 
 
@@ -186,32 +186,38 @@ def test_broken_files_pinned_by_the_runtime(real, tmp_path, model, build, where)
     assert fd.local_rel_l2 == pytest.approx(fd.metrics["rel_l2"], rel=0.05)  # the layer adds the error itself
     earlier = r.points[: r.points.index(fd)]
     assert all(p.metrics["rel_l2"] < 1e-3 for p in earlier)  # float32 (and Gemma3's FP16 GELU table) only
+    assert not r.passed and r.anomalies[0]["point"] == where and r.anomalies[0]["kind"] == "norm"
 
 
 @needs_llama
 def test_three_way_attribution_tells_conversion_from_runtime(real, tmp_path):
     hf = real / "hf/qwen3"
     clean = diff_activations(hf, real / "gguf/qwen3-f32.gguf", backend="both")
-    assert clean.attribution_first["conversion"] is None and clean.attribution_first["runtime"] is None
-    assert len(clean.attribution) == len(clean.points) and all(a["cause"] == "" for a in clean.attribution)
-    assert all(a["a_vs_replay"]["rel_l2"] == 0.0 for a in clean.attribution)  # F32 replay is exact
-    assert {"a_vs_replay", "replay_vs_b", "a_vs_b"} == set(clean.logits)
-    assert "GGUF replay" in clean.backends["replay"]
+    att = clean.attribution
+    assert att["first"] == {"conversion": None, "runtime": None} and clean.passed
+    assert len(att["points"]) == len(clean.points) and all(a["cause"] == "" for a in att["points"])
+    assert all(a["a_vs_replay"]["rel_l2"] == 0.0 for a in att["points"])  # F32 replay is exact
+    assert att["output"]["a_vs_replay"]["kld_max"] == 0.0 and att["output"]["replay_vs_runtime"]["kld_max"] < 1e-12
+    assert "GGUF replay" in clean.backends["replay"] and "llama.cpp runtime" in clean.backends["b"]
     # a norm corrupted in the file: the replay already diverges -> conversion
     bad = gguf_edit_norm(real / "gguf/qwen3-f32.gguf", tmp_path / "norm.gguf", {"blk.1.attn_norm.weight"},
                          scale_channels([3, 17, 40], 1.5))
     r = diff_activations(hf, bad, backend="both")
-    assert r.attribution_first["conversion"] == "model.layers.1.input_layernorm"
-    assert r.attribution_first["runtime"] is None
+    assert r.attribution["first"] == {"conversion": "model.layers.1.input_layernorm", "runtime": None}
+    assert {(a["kind"], a["point"]) for a in r.anomalies} == {("norm", "model.layers.1.input_layernorm"),
+                                                               ("weight", "block.1")}  # main's verdict names both
     # only the runtime reads rope.freq_base: the replay matches, llama.cpp does not -> runtime
     rope = gguf_kv(real / "gguf/qwen3-f32.gguf", tmp_path / "rope.gguf", qwen3__rope__freq_base=100.0)
     res = runner.invoke(app, ["compare", str(hf), str(rope), "--activations", "--backend", "both", "--json", "-"])
     assert res.exit_code == 1
     att = json.loads(res.stdout)["activations"]["attribution"]
-    assert att["first"]["conversion"] is None
-    assert att["first"]["runtime"] == "model.layers.0.post_attention_layernorm"  # first point after attention
+    assert att["first"] == {"conversion": None, "runtime": "model.layers.0.post_attention_layernorm"}  # after attention
+    anomaly = json.loads(res.stdout)["activations"]["anomalies"][0]
+    assert anomaly["kind"] == "runtime" and "diverges from the replay of the same file" in anomaly["message"]
     row = {a["point"]: a for a in att["points"]}["model.layers.0.post_attention_layernorm"]
     assert row["cause"] == "runtime" and row["a_vs_replay"]["rel_l2"] == 0.0 and row["replay_vs_runtime"]["rel_l2"] > 0.1
+    alone = diff_activations(hf, rope, backend="llama.cpp")  # without the replay: exact weights, drift anyway
+    assert [a["kind"] for a in alone.anomalies] == ["runtime"] and "weights are exact" in alone.anomalies[0]["message"]
     res = runner.invoke(app, ["compare", str(hf), str(rope), "--activations", "--backend", "both"])
     assert "three-way attribution" in res.output and "runtime (replay vs llama.cpp) first diverges at " \
         "model.layers.0.post_attention_layernorm" in res.output
@@ -253,7 +259,7 @@ def test_gguf_vs_gguf_through_the_runtime_needs_no_source(real):
     assert sum(p.kind == "norm" for p in r.points) == 9
     # side A's norm inputs come from the graph: B's norms on them are F32 in both files
     assert pts["blk.0.attn_norm"].local_rel_l2 < 1e-6 and pts["blk.1.ffn_norm"].local_rel_l2 < 1e-6
-    assert r.logits["a_vs_b"]["kld_mean"] > 1e-6  # Q4_K_M moves the distributions
+    assert r.output["kld_mean"] > 1e-6  # Q4_K_M moves the distributions
 
 
 # -- the shared corpus (CI) ------------------------------------------------------------------------------------
@@ -272,13 +278,15 @@ def test_corpus_hf_vs_every_gguf_three_way(model, quant):
     assert sum(p.kind == "norm" for p in r.points) == HF_NORMS[model]
     assert sum(p.kind == "block" for p in r.points) == 2 and r.points[-1].kind == "output"
     assert all(p.note == "" for p in r.points)
-    assert r.attribution_first["runtime"] is None  # llama.cpp never adds more than its measured precision
-    worst_rt = max(a["replay_vs_runtime"]["rel_l2"] for a in r.attribution)
+    att = r.attribution
+    assert att["first"]["runtime"] is None  # llama.cpp never adds more than its measured precision
+    assert r.passed, r.anomalies  # quantization drift is explained by the weights' measured errors
+    worst_rt = max(a["replay_vs_runtime"]["rel_l2"] for a in att["points"])
     if quant == "f32":
-        assert max(a["a_vs_replay"]["rel_l2"] for a in r.attribution) == 0.0
+        assert max(a["a_vs_replay"]["rel_l2"] for a in att["points"]) == 0.0
         assert worst_rt < (1e-3 if model == "gemma3" else 1e-6)
-        assert r.logits["a_vs_b"]["top1_agreement"] == 1.0 and r.logits["a_vs_b"]["kld_max"] < 1e-7
+        assert r.output["top1_agreement"] == 1.0 and r.output["kld_max"] < 1e-7
     elif quant == "f16":
         assert r.first_divergence is None and worst_rt < 2e-3
     else:
-        assert r.attribution_first["conversion"] is not None  # quantization drift shows in the replay already
+        assert att["first"]["conversion"] is not None  # quantization drift shows in the replay already

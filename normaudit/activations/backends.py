@@ -1,7 +1,7 @@
 """Which backend runs a GGUF side (``--backend replay | llama.cpp | both``), and what the llama.cpp runtime adds
-to an activation diff: output distributions (KL divergence, top-1 agreement), the three-way attribution
-(source vs replay = what the file's tensors and eps do; replay vs runtime = what llama.cpp does beyond them)
-and the tokenizer comparison.
+to an activation diff: the three-way attribution (source vs replay = what the file's tensors and eps do;
+replay vs runtime = what llama.cpp does beyond them, per point and for the next-token distributions), the
+runtime's own anomalies, and the tokenizer comparison.
 
 Everything here wraps runners; the driver runs the wrapped pair exactly as any other pair:
 
@@ -126,13 +126,12 @@ def _a_keys(a_model: NormModel, b_model: NormModel) -> dict[str, str]:
 
 
 class RuntimeSide(_Delegate):
-    """Side B run by llama.cpp: points put in A's layout, logits measured against A's."""
+    """Side B run by llama.cpp: its points put in A's layout before the driver compares them."""
 
     def __init__(self, inner: Runner, tap: Tap) -> None:
         self.inner = inner
         self.tap = tap
         self.to_a = _a_keys(tap.model, inner.model)
-        self.logits: dict[str, dict[str, float]] = {}
         self.layout_notes: set[str] = set()
 
     def _a_key(self, key: str, kind: str) -> str:
@@ -150,9 +149,7 @@ class RuntimeSide(_Delegate):
 
     def run(self, feeds: dict[str, np.ndarray], sink: Sink) -> None:
         def forward(key: str, kind: str, out: np.ndarray, x: np.ndarray | None, rerun: Any = None) -> None:
-            out, x, ref = self._fit(self._a_key(key, kind), out, x)
-            if kind == "output" and ref is not None:
-                _add_logits(self.logits, "a_vs_b", ref, out)
+            out, x, _ = self._fit(self._a_key(key, kind), out, x)
             sink(key, kind, out, x, rerun)
 
         self.inner.run(feeds, forward)
@@ -167,16 +164,18 @@ class ThreeWay(RuntimeSide):
         super().__init__(runtime, tap)
         self.replay_runner = replay
         self.replay = replay.replay  # the GGUF tensors (sensitivity, unused-tensor notes)
+        self.weights = getattr(replay, "weights", None)  # each tensor's error, measured as the replay ran
         self.replay_to_a = _a_keys(tap.model, replay.model)
         self.legs: dict[str, dict[str, dict[str, float]]] = {}
+        self.output: dict[str, dict[str, float]] = {}  # leg -> next-token metrics
 
     @property
     def label(self) -> str:  # type: ignore[override]
         return self.inner.label
 
-    def final_output(self, feeds: dict[str, np.ndarray], overrides: dict[str, np.ndarray] | None = None
-                     ) -> np.ndarray:
-        return self.replay_runner.final_output(feeds, overrides)
+    @property
+    def notes(self) -> list[str]:
+        return [*getattr(self.replay_runner, "notes", []), *getattr(self.inner, "notes", [])]
 
     def run(self, feeds: dict[str, np.ndarray], sink: Sink) -> None:
         replayed: dict[str, np.ndarray] = {}
@@ -189,21 +188,19 @@ class ThreeWay(RuntimeSide):
                 out = fit_layout(ref, out)[0]
                 self.legs.setdefault(a_key, {})["a_vs_replay"] = _leg(ref, out)
                 if kind == "output":
-                    _add_logits(self.logits, "a_vs_replay", ref, out)
+                    _add_next_token(self.output, "a_vs_replay", ref, out)
 
         self.replay_runner.run(feeds, keep)
 
         def forward(key: str, kind: str, out: np.ndarray, x: np.ndarray | None, rerun: Any = None) -> None:
             a_key = self._a_key(key, kind)
-            out, x, ref = self._fit(a_key, out, x)
+            out, x, _ = self._fit(a_key, out, x)
             rep = replayed.pop(a_key, None)
             if rep is not None:
                 out_r = fit_layout(rep, out)[0]
                 self.legs.setdefault(a_key, {})["replay_vs_b"] = _leg(rep, out_r)
                 if kind == "output":
-                    _add_logits(self.logits, "replay_vs_b", rep, out_r)
-            if kind == "output" and ref is not None:
-                _add_logits(self.logits, "a_vs_b", ref, out)
+                    _add_next_token(self.output, "replay_vs_runtime", rep, out_r)
             sink(key, kind, out, x, rerun)
 
         self.inner.run(feeds, forward)
@@ -218,11 +215,9 @@ def _leg(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     return kernels.DiffMetrics.from_arrays(ref, out).to_dict("max_abs", "rel_l2", "cosine", "non_finite")
 
 
-def _add_logits(into: dict[str, dict[str, float]], leg: str, ref: np.ndarray, out: np.ndarray) -> None:
-    try:
-        into[leg] = kernels.logit_metrics(ref, out.reshape(ref.shape) if out.size == ref.size else out)
-    except ValueError as exc:
-        into[leg] = {"error": str(exc)}  # type: ignore[dict-item]
+def _add_next_token(into: dict[str, dict[str, float]], leg: str, ref: np.ndarray, out: np.ndarray) -> None:
+    if out.size == ref.size and ref.ndim >= 2:
+        into[leg] = kernels.next_token_metrics(ref, out.reshape(ref.shape))
 
 
 # -- after the run -------------------------------------------------------------------------------------------
@@ -249,12 +244,11 @@ CAUSES = {
 }
 
 
-def attribution(report: Any, runner_b: Any, th: Thresholds) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def attribution(report: Any, runner_b: "ThreeWay", th: Thresholds) -> dict[str, Any]:
     """Per point of the report (A vs runtime): A vs replay and replay vs runtime, and which leg diverges."""
     rows: list[dict[str, Any]] = []
     floor = lfacts.RUNTIME_REL_L2[runner_b.inner.weight_class]
-    first: dict[str, Any] = {"conversion": None, "runtime": None,
-                             "runtime_rel_l2": max(th.activation_rel_l2, floor)}
+    first: dict[str, Any] = {"conversion": None, "runtime": None}
     for p in report.points:
         legs = runner_b.legs.get(p.a, {})
         conv, rt = legs.get("a_vs_replay"), legs.get("replay_vs_b")
@@ -266,27 +260,63 @@ def attribution(report: Any, runner_b: Any, th: Thresholds) -> tuple[list[dict[s
             first["conversion"] = p.a
         if first["runtime"] is None and _over(rt, th, floor):
             first["runtime"] = p.a
-    return rows, first
+    return {"first": first, "runtime_rel_l2": max(th.activation_rel_l2, floor), "output": dict(runner_b.output),
+            "points": rows}
+
+
+def _runtime_anomalies(report: Any, runner_b: Any, th: Thresholds) -> list[dict[str, Any]]:
+    """What the driver's verdict cannot see in a runtime: llama.cpp re-runs no block on A's input, so a
+    divergence the weights do not explain is judged here.  ``both``: the replay-vs-runtime leg beyond the
+    runtime's measured precision; ``llama.cpp`` on a file whose weights are exact: any drift beyond it."""
+    have = {a["point"] for a in report.anomalies}
+    if isinstance(runner_b, ThreeWay):
+        att = report.attribution
+        at = att["first"]["runtime"]
+        if at is None or at in have:
+            return []
+        row = next(r for r in att["points"] if r["point"] == at)
+        return [{"point": at, "kind": "runtime", "blame": [row["runtime"]], "local_rel_l2": None,
+                 "bound": att["runtime_rel_l2"],
+                 "message": f"llama.cpp diverges from the replay of the same file at {at}: rel L2 "
+                            f"{row['replay_vs_runtime']['rel_l2']:.3g} (A vs replay {row['a_vs_replay']['rel_l2']:.3g}), "
+                            f"beyond the runtime's precision for its weights ({att['runtime_rel_l2']:.3g}): the graph, a "
+                            "kernel or metadata only the runtime reads (rope, attention settings, ...)"}]
+    weights = report.weights
+    if weights is None or any(w["dtype"] not in ("F32", "F64") for w in weights):
+        return []
+    bound = max(th.activation_rel_l2, lfacts.RUNTIME_REL_L2["F32"])
+    bad = next((p for p in report.points if p.metrics.get("rel_l2", 0.0) > bound), None)
+    if bad is None or bad.a in have:
+        return []
+    return [{"point": bad.a, "kind": "runtime", "blame": [bad.b], "local_rel_l2": bad.local_rel_l2, "bound": bound,
+             "message": f"unexplained drift at {bad.a}: the file's weights are exact, yet llama.cpp differs by rel L2 "
+                        f"{bad.metrics['rel_l2']:.3g} (--backend both tells the conversion from the runtime)"}]
 
 
 def finish(report: Any, runner_a: Any, runner_b: Any, th: Thresholds, text: str | None) -> None:
     """Attach what the llama.cpp backend measured to the report (nothing for the replay backend)."""
     if not isinstance(runner_b, RuntimeSide):
         return
-    report.logits = dict(runner_b.logits)
     for note in sorted(runner_b.layout_notes):
         report.notes.append(f"runtime tensors: {note}")
     for r in (runner_a.inner, runner_b.inner):
         if getattr(r, "runtime", False):
-            report.notes.extend(f"{Path(r.path).name}: {n}" for n in r.notes)
             missing = r.uncaptured_norms()
             if missing:
                 report.notes.append(f"{Path(r.path).name}: llama.cpp produced no tensor for norms {missing[:8]}")
     if isinstance(runner_b, ThreeWay):
         report.backends["replay"] = runner_b.replay_runner.label
-        report.attribution, report.attribution_first = attribution(report, runner_b, th)
+        report.attribution = attribution(report, runner_b, th)
+    extra = _runtime_anomalies(report, runner_b, th)
+    if extra:
+        from . import verdict
+        from .driver import _file_type
+
+        report.anomalies = sorted(report.anomalies + extra, key=lambda a: verdict._position(a, report.points))
+        report.verdict = verdict.summary(report.weights, report.output, report.points, report.anomalies,
+                                         _file_type(runner_b.inner.model))
     runtime = runner_b.inner if getattr(runner_b.inner, "runtime", False) else runner_a.inner
-    dirs = [d for r in (runner_a, runner_b) for d in getattr(r, "hints").tokenizer_dirs]
+    dirs = [d for r in (runner_a, runner_b) for d in r.hints.tokenizer_dirs]
     report.tokenization = compare_tokenization(Path(runtime.path), dirs, text)
 
 

@@ -20,7 +20,7 @@ from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
 from ..match import align
 from ..model import NormKind, NormModel
-from . import backends, inputs as inputs_mod
+from . import backends, inputs as inputs_mod, verdict
 from .base import RunContext, Runner
 
 
@@ -52,36 +52,38 @@ class PointDiff:
 class ActivationReport:
     inputs: dict[str, Any]
     points: list[PointDiff]
-    first_divergence: PointDiff | None
+    first_divergence: PointDiff | None  # first point above the drift thresholds (informational)
     backends: dict[str, str]
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=dict)
-    # filled by the llama.cpp backend (activations.backends); empty for the replay backend
-    logits: dict[str, dict[str, float]] = field(default_factory=dict)  # leg -> kernels.logit_metrics
-    attribution: list[dict[str, Any]] = field(default_factory=list)  # --backend both: per point, both legs
-    attribution_first: dict[str, Any] = field(default_factory=dict)  # leg -> first diverging point
+    anomalies: list[dict[str, Any]] = field(default_factory=list)  # what quantization cannot explain: failures
+    weights: list[dict[str, Any]] | None = None  # each quantized tensor's error vs its source (GGUF replays)
+    output: dict[str, Any] | None = None  # next-token KLD / top-1 agreement (language models)
+    verdict: str = ""
+    # filled by the llama.cpp backend (activations.backends); absent for the replay backend
+    attribution: dict[str, Any] = field(default_factory=dict)  # --backend both: per point and output, both legs
     tokenization: dict[str, Any] | None = None  # GGUF vocabulary vs HF tokenizer (checks: tokenizer_*)
 
     @property
     def passed(self) -> bool:
-        return self.first_divergence is None
+        return not self.anomalies
 
     def to_dict(self) -> dict[str, Any]:
         doc = {"inputs": self.inputs, "backends": self.backends, "thresholds": self.thresholds,
                "points": [p.to_dict() for p in self.points],
                "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
-               "sensitivity": self.sensitivity, "notes": self.notes, "passed": self.passed}
+               "anomalies": self.anomalies, "verdict": self.verdict, "output": self.output,
+               "weights": self.weights, "sensitivity": self.sensitivity, "notes": self.notes,
+               "passed": self.passed}
         doc.update(self._runtime_dict())
         return doc
 
     def _runtime_dict(self) -> dict[str, Any]:
         """The llama.cpp backend's additions (only when it ran)."""
         out: dict[str, Any] = {}
-        if self.logits:
-            out["logits"] = self.logits
         if self.attribution:
-            out["attribution"] = {"first": self.attribution_first, "points": self.attribution}
+            out["attribution"] = self.attribution
         if self.tokenization is not None:
             out["tokenization"] = self.tokenization
         return out
@@ -164,6 +166,9 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     index = {k: i for i, k in enumerate(order)}
     points: list[tuple[float, PointDiff]] = []
     deferred: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+    vocabs = {r.hints.vocab for r in (runner_a, runner_b) if r.hints.vocab}
+    output_metrics: dict[str, Any] = {}
+    ranking: list[dict[str, Any]] = []
 
     def sink_b(key: str, kind: str, out: np.ndarray, _x: np.ndarray | None, rerun: Any = None) -> None:
         a_key = b_to_a.get(key, key) if kind == "norm" else key
@@ -183,6 +188,10 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
                 points.append((index.get(a_key, 10**9), PointDiff(a_key, key, kind, {"rel_l2": float("nan")},
                                                                   note=f"shape {a_out.shape} vs {out.shape}")))
                 return
+        if key == "output" and out.ndim >= 2 and out.shape[-1] in vocabs:
+            output_metrics.update(kernels.next_token_metrics(a_out, out))
+        if sensitivity and kind == "block" and a_in is not None and rerun is not None and runner_b.replay is not None:
+            ranking.extend(_block_sensitivity(runner_b, rerun, a_in, a_out, a_key))
         local = None
         try:
             if kind == "norm" and a_in is not None and a_key in b_layers:
@@ -214,13 +223,32 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     report = ActivationReport(
         inputs=inputs_mod.describe(feeds, source), points=ordered, first_divergence=first,
         backends={"a": runner_a.label, "b": runner_b.label},
-        thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine},
+        thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine,
+                    "norm_local": th.activation_norm_local, "block_factor": th.activation_block_factor,
+                    "block_floor": th.activation_block_floor},
+        output=output_metrics or None,
     )
     for m, r in ((ma, runner_a), (mb, runner_b)):
         if r.replay is not None and r.replay.unmapped_gguf:
             report.notes.append(f"{Path(m.path).name}: GGUF tensors not used by the replay: {r.replay.unmapped_gguf[:5]}")
+        report.notes.extend(getattr(r, "notes", []))
+    replayed = runner_b if runner_b.replay is not None else runner_a if runner_a.replay is not None else None
+    file_type = None
+    if replayed is not None and getattr(replayed, "weights", None) is not None:
+        gguf_names = {hf: g for hf, (g, _, _) in replayed.replay.mapping.items()}
+        report.weights = verdict.weight_table(replayed.weights.stats, gguf_names)
+        file_type = _file_type(mb if replayed is runner_b else ma)
+    b_dtypes = {a_id: layer.dtype for a_id, layer in b_layers.items()}
+    report.anomalies = verdict.judge(ordered, report.weights, first, th, b_dtypes)
+    report.verdict = verdict.summary(report.weights, report.output, ordered, report.anomalies, file_type)
     if sensitivity:
-        report.sensitivity = _sensitivity(runner_a, runner_b, feeds)
+        if replayed is not runner_b:
+            raise NormauditError("--sensitivity needs B to be a GGUF replayed through its HF source",
+                                 hint="normaudit compare HF_DIR model.gguf --activations --sensitivity")
+        ranking += [{"tensor": w["tensor"], "source": w["source"], "dtype": w["dtype"], "scope": "weight",
+                     "output_rel_l2": w["rel_l2"], "output_cosine": None}
+                    for w in report.weights or [] if w["block"] is None and w["dtype"] not in verdict.EXACT]
+        report.sensitivity = sorted(ranking, key=lambda r: -r["output_rel_l2"])
     backends.finish(report, runner_a, runner_b, th, text)
     return report
 
@@ -260,25 +288,34 @@ def _diverges(p: PointDiff, th: Thresholds) -> bool:
     return m["rel_l2"] > th.activation_rel_l2 or m.get("cosine", 1.0) < th.activation_cosine
 
 
-def _sensitivity(runner_a: Runner, runner_b: Runner, feeds: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Put one quantized GGUF tensor at a time into the float model; rank by final-output drift."""
-    replay_side = runner_b if runner_b.replay is not None else runner_a if runner_a.replay is not None else None
-    float_side = runner_a if replay_side is runner_b else runner_b
-    final = getattr(float_side, "final_output", None)
-    if replay_side is None or final is None:
-        raise NormauditError("--sensitivity needs a GGUF side and its HF source (the float model)",
-                             hint="normaudit compare HF_DIR model.gguf --activations --sensitivity")
-    ref = final(feeds)
+def _file_type(model: NormModel) -> str | None:
+    """llama.cpp's name of a GGUF's file type (Q4_K_M, Q8_0, ...) from general.file_type."""
+    ft = model.metadata.get("file_type") if isinstance(model.metadata, dict) else None
+    if ft is None:
+        return None
+    try:
+        import gguf
+
+        return gguf.LlamaFileType(int(ft)).name.replace("MOSTLY_", "").replace("ALL_", "")
+    except (ValueError, ImportError):
+        return None
+
+
+def _block_sensitivity(runner: Any, rerun: Any, a_in: np.ndarray, a_out: np.ndarray, a_key: str
+                       ) -> list[dict[str, Any]]:
+    """One quantized tensor at a time in B's block (the block's other tensors at their source values), on A's
+    input: the block-output error each tensor causes alone.  One block forward per tensor, in the same pass."""
+    block = getattr(rerun, "block", None)
+    weights = getattr(runner, "weights", None)
+    if block is None or weights is None or weights.reference is None:
+        return []
+    quantized = {hf[len(block) + 1:]: (g, q) for hf, (g, _, q) in runner.replay.mapping.items()
+                 if hf.startswith(block + ".") and q not in verdict.EXACT and hf in weights.reference}
+    sources = {rel: weights.reference[f"{block}.{rel}"]() for rel in quantized}
     out = []
-    for hf_name, (gname, getter, qtype) in replay_side.replay.mapping.items():
-        if qtype in ("F32", "F64"):
-            continue
-        try:
-            y = final(feeds, {hf_name: getter()})
-        except KeyError:
-            continue  # not a parameter of the float model
-        m = metrics(ref, y)
-        out.append({"tensor": gname, "source": hf_name, "dtype": qtype, "output_rel_l2": m["rel_l2"],
-                    "output_cosine": m["cosine"]})
-    out.sort(key=lambda r: -r["output_rel_l2"])
+    for rel, (gname, qtype) in quantized.items():
+        y = rerun(a_in, {o: v for o, v in sources.items() if o != rel})
+        m = kernels.DiffMetrics.from_arrays(a_out, y.reshape(a_out.shape))
+        out.append({"tensor": gname, "source": f"{block}.{rel}", "dtype": qtype, "scope": a_key,
+                    "output_rel_l2": m.rel_l2, "output_cosine": m.cosine})
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from ..model import NormModel
@@ -83,9 +84,10 @@ def activation_tables(act) -> list:  # act: activations.ActivationReport
                     ("SQNR dB", {"justify": "right"}), ("local rel L2", {"justify": "right"})):
         table.add_column(col, **kw)
     first = act.first_divergence
+    anomalous = {a["point"] for a in act.anomalies}
     for p in act.points:
         m = p.metrics
-        mark = "[bold red]>>[/]" if p is first else ""
+        mark = "[bold red]!![/]" if p.a in anomalous else "[yellow]>>[/]" if p is first else ""
         local = "-" if p.local_rel_l2 is None else f"{p.local_rel_l2:.2e}"
         sq = m.get("sqnr_db")
         table.add_row(mark, p.a, p.b if p.b != p.a else "", p.kind, f"{m.get('max_abs', float('nan')):.2e}",
@@ -102,56 +104,59 @@ def activation_tables(act) -> list:  # act: activations.ActivationReport
         else:
             verdict = (f"inherited: B's layer on A's input is within {local:.2e}; the drift comes from upstream "
                        f"(embeddings or non-norm weights)")
-        out.append(f"[bold red]first divergence[/]: {first.a} ({first.kind}): {verdict}")
+        out.append(f"[yellow]first divergence[/] (rel L2 > {act.thresholds.get('rel_l2')}): {first.a} ({first.kind}): "
+                   f"{verdict}")
+    if act.output:
+        o = act.output
+        out.append(f"next-token distributions over {o['tokens']} tokens: KLD mean {o['kld_mean']:.3g} (max "
+                   f"{o['kld_max']:.3g}), top-1 agreement {100 * o['top1_agreement']:.1f}%, max |dp| {o['max_abs_dp']:.3g}")
+    for a in act.anomalies:
+        out.append(f"[bold red]anomaly[/] ({a['kind']}) {escape(a['message'])}")
     out.extend(runtime_tables(act))
     if act.sensitivity:
-        sens = Table(title="sensitivity: one quantized tensor at a time in the float model", title_justify="left")
-        for col in ("tensor", "source", "dtype", "output rel L2", "output cosine"):
+        sens = Table(title="sensitivity: one quantized tensor at a time (its block's output on A's input)",
+                     title_justify="left")
+        for col in ("tensor", "source", "dtype", "scope", "rel L2", "cosine"):
             sens.add_column(col)
         for r in act.sensitivity[:20]:
-            sens.add_row(r["tensor"], r["source"], r["dtype"], f"{r['output_rel_l2']:.3e}", f"{r['output_cosine']:.6f}")
+            cos = "-" if r.get("output_cosine") is None else f"{r['output_cosine']:.6f}"
+            sens.add_row(r["tensor"], r["source"], r["dtype"], r.get("scope", ""), f"{r['output_rel_l2']:.3e}", cos)
         out.append(sens)
     return out
 
 
-_LEGS = {"a_vs_b": "A vs B", "a_vs_replay": "A vs replay", "replay_vs_b": "replay vs llama.cpp"}
 _CAUSE_STYLE = {"conversion": "bold red", "runtime": "bold magenta", "conversion+runtime": "bold red"}
 
 
 def runtime_tables(act) -> list:  # act: activations.ActivationReport
-    """What the llama.cpp backend adds: the three-way attribution, output distributions, tokenization."""
+    """What the llama.cpp backend adds: the three-way attribution and the tokenizer comparison."""
     out: list = []
-    if act.attribution:
-        first = act.attribution_first
+    att = act.attribution
+    if att:
         t = Table(title="three-way attribution  (A vs replay: the file's tensors and eps in the source architecture; "
                         "replay vs llama.cpp: what the runtime does beyond them)", title_justify="left",
-                  caption=f"runtime leg diverges above rel L2 {first.get('runtime_rel_l2', float('nan')):.1e} "
-                          "(llama.cpp's measured precision for this file's weights, or --act-rel-l2)")
+                  caption=f"the runtime leg diverges above rel L2 {att['runtime_rel_l2']:.1e} (llama.cpp's measured "
+                          "precision for this file's weights, or --act-rel-l2)")
         for col in ("point (A)", "A vs replay", "replay vs llama.cpp", "A vs llama.cpp", "cause"):
             t.add_column(col, justify="left" if col in ("point (A)", "cause") else "right")
 
         def rel(m) -> str:
             return "-" if not m or m.get("rel_l2") is None else f"{m['rel_l2']:.2e}"
 
-        for r in act.attribution:
+        for r in att["points"]:
             cause = r["cause"]
             t.add_row(r["point"], rel(r["a_vs_replay"]), rel(r["replay_vs_runtime"]), rel(r["a_vs_runtime"]),
                       f"[{_CAUSE_STYLE.get(cause, '')}]{cause}[/]" if cause else "")
+        for leg, label in (("a_vs_replay", "A vs replay"), ("replay_vs_runtime", "replay vs llama.cpp")):
+            o = att["output"].get(leg)
+            if o:
+                t.add_section()
+                t.add_row(f"next-token: {label}", f"KLD {o['kld_mean']:.3g}", f"max {o['kld_max']:.3g}",
+                          f"top-1 {100 * o['top1_agreement']:.1f}%", f"max |dp| {o['max_abs_dp']:.3g}")
         out.append(t)
-        conv, rt = first.get("conversion"), first.get("runtime")
+        conv, rt = att["first"].get("conversion"), att["first"].get("runtime")
         out.append(f"[bold]attribution[/]: conversion (A vs replay) {'first diverges at ' + conv if conv else 'matches'}; "
                    f"runtime (replay vs llama.cpp) {'first diverges at ' + rt if rt else 'matches'}")
-    if act.logits:
-        t = Table(title="output distributions over the input tokens", title_justify="left")
-        for col in ("", "KL mean (nats)", "KL max", "top-1 agree", "max |dp|", "tokens"):
-            t.add_column(col, justify="right" if col else "left")
-        for leg, m in act.logits.items():
-            if "kld_mean" not in m:
-                t.add_row(_LEGS.get(leg, leg), "-", "-", "-", "-", str(m.get("error", "")))
-                continue
-            t.add_row(_LEGS.get(leg, leg), f"{m['kld_mean']:.2e}", f"{m['kld_max']:.2e}", f"{m['top1_agreement']:.3f}",
-                      f"{m['max_abs_dp']:.2e}", str(m["tokens"]))
-        out.append(t)
     tok = act.tokenization
     if tok is not None:
         n = f"{len(tok['hf'])} HF / {len(tok['gguf'])} llama.cpp tokens, {tok['source']}"

@@ -13,6 +13,7 @@ from ...errors import NormauditError, brief
 from ...facts.hf import ALL_EPS_KEYS, TEXT_CONFIG_KEYS
 from ...model import NormModel
 from ..base import InputHints, RunContext, Sink, as_numpy
+from ..lazy import UNIT_RE, LazyWeights, params_on_meta
 
 
 class ModuleRunner:
@@ -22,8 +23,10 @@ class ModuleRunner:
     replay: Any = None
 
     def __init__(self, module: Any, model: NormModel, forward: Callable[[Any, dict[str, np.ndarray]], Any],
-                 label: str, hints: InputHints | None = None) -> None:
+                 label: str, hints: InputHints | None = None, weights: LazyWeights | None = None) -> None:
         self.module = module
+        self.weights = weights  # layer-streamed: parameters materialized one block at a time
+        self.notes: list[str] = []
         self.model = model
         self.norm_ids = {n.id for n in model.norms}
         self.forward = forward
@@ -34,8 +37,8 @@ class ModuleRunner:
         if missing:
             raise NormauditError(f"cannot hook norm modules {missing[:3]}: not in the model",
                                  hint="the checkpoint and the model class disagree on module names")
-        self.blocks = {name: f"block.{m.group(1)}" for name in names
-                       if (m := re.search(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)$", name))}
+        self.blocks = {name: f"block.{m.group(1)}" for name in names if (m := UNIT_RE.search(name))}
+        self.block_names = {key: name for name, key in self.blocks.items()}
 
     def run(self, inputs: dict[str, np.ndarray], sink: Sink) -> None:
         import torch
@@ -65,34 +68,52 @@ class ModuleRunner:
                 hidden = args[0] if args else kwargs.get("hidden_states")
                 x = as_numpy(hidden) if hidden is not None else None
 
-                def rerun(x_in: np.ndarray, mod: Any = mod, args: tuple = args, kwargs: dict = kwargs) -> np.ndarray:
-                    """This block of this model on another input (its own masks / position embeddings)."""
+                def rerun(x_in: np.ndarray, overrides: dict[str, np.ndarray] | None = None, mod: Any = mod,
+                          args: tuple = args, kwargs: dict = kwargs) -> np.ndarray:
+                    """This block of this model on another input (its own masks / position embeddings), with
+                    some of its parameters (``overrides``: name within the block -> value) temporarily replaced."""
                     t = torch.from_numpy(np.ascontiguousarray(x_in)).to(hidden.dtype)
+                    params = dict(mod.named_parameters())
+                    saved = {}
                     rerunning.append(1)
                     try:
                         with torch.no_grad():
+                            for name, value in (overrides or {}).items():
+                                saved[name] = params[name].detach().clone()
+                                params[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
                             if args:
                                 res = mod(t, *args[1:], **kwargs)
                             else:
                                 res = mod(**{**kwargs, "hidden_states": t})
                     finally:
+                        with torch.no_grad():
+                            for name, value in saved.items():
+                                params[name].copy_(value)
                         rerunning.pop()
                     return as_numpy(res)
+
+                rerun.block = self.block_names[key]  # type: ignore[attr-defined]
 
                 sink(key, "block", y, x, rerun)
             return hook
 
+        if self.weights is not None:
+            self.weights.install()  # materialize each unit before it runs...
         for name, mod in self.module.named_modules():
             if name in self.norm_ids:
                 handles.append(mod.register_forward_hook(norm_hook(name)))
             elif name in self.blocks:
                 handles.append(mod.register_forward_hook(block_hook(self.blocks[name]), with_kwargs=True))
+        if self.weights is not None:
+            self.weights.install_release()  # ...and drop it after the capture hooks (and local re-runs) are done
         try:
             with torch.no_grad():
                 out = self.forward(self.module, inputs)
         finally:
             for h in handles:
                 h.remove()
+            if self.weights is not None:
+                self.weights.remove()
         y = as_numpy(out.logits if hasattr(out, "logits") else out)
         if y is not None:
             sink("output", "output", y, None)
@@ -100,32 +121,10 @@ class ModuleRunner:
     def add_standin(self, conv: Any, key: str) -> bool:
         return False  # a module runs its BatchNorms unfolded
 
-    def final_output(self, feeds: dict[str, np.ndarray], overrides: dict[str, np.ndarray] | None = None
-                     ) -> np.ndarray:
-        """The model's final output, with some parameters temporarily replaced (``overrides``: name -> value)."""
-        import torch
-
-        state = self.module.state_dict()
-        saved = {}
-        with torch.no_grad():
-            try:
-                for name, value in (overrides or {}).items():
-                    saved[name] = state[name].clone()
-                    state[name].copy_(torch.from_numpy(value))
-                out = self.forward(self.module, feeds)
-            finally:
-                for name, value in saved.items():
-                    state[name].copy_(value)
-        t = out.logits if hasattr(out, "logits") else out[0] if isinstance(out, (tuple, list)) else out
-        if hasattr(t, "last_hidden_state"):
-            t = t.last_hidden_state
-        return t.detach().float().numpy()
-
 
 # -- Hugging Face ---------------------------------------------------------------------------------------
 
-def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
-    """A transformers model from a local directory (never the hub), eager attention, float32."""
+def _transformers() -> Any:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -136,6 +135,12 @@ def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
                              hint="pip install 'normaudit[hf]'") from None
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
+    """A transformers model from a local directory (never the hub), eager attention, float32, all weights."""
+    transformers = _transformers()
     try:
         config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         if eps_override is not None:
@@ -192,11 +197,56 @@ def config_vocab(model: NormModel) -> int | None:
     return None
 
 
+def meta_module(model_dir: Path, eps_override: float | None = None) -> Any:
+    """The transformers architecture of ``model_dir`` with parameters on the meta device (no memory, no weights
+    read), buffers real; eager attention, float32.  Never the hub, never remote code."""
+    transformers = _transformers()
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        if eps_override is not None:
+            _set_config_eps(config, eps_override)
+        config._attn_implementation = "eager"
+        archs = getattr(config, "architectures", None) or []
+        cls = next((getattr(transformers, a) for a in archs if hasattr(transformers, a)), None)
+        import torch
+
+        with params_on_meta(), torch.device("cpu"):
+            module = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
+    except NormauditError:
+        raise
+    except Exception as exc:  # transformers raises many types for configs it cannot build
+        raise NormauditError(f"{model_dir}: transformers cannot build this model ({brief(exc)})") from None
+    return module.eval()
+
+
+def checkpoint_source(model: NormModel) -> dict[str, Any]:
+    """name -> getter over a loaded checkpoint's tensors, read on demand and not kept."""
+    return {name: ref.read for name, ref in model.tensors.items()}
+
+
 def hf_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
-    """A Hugging Face directory run by transformers (eager attention, float32, local files only)."""
-    module = load_hf_module(path)
-    return ModuleRunner(module, model, hf_forward, f"transformers {type(module).__name__} (eager attention, float32)",
-                        InputHints(vocab=config_vocab(model), tokenizer_dirs=[path]))
+    """A Hugging Face directory run by transformers (eager attention, float32, local files only), one block of
+    weights in memory at a time; a checkpoint whose names differ from the modules' is loaded whole by
+    transformers instead."""
+    hints = InputHints(vocab=config_vocab(model), tokenizer_dirs=[path])
+    module = meta_module(path)
+    weights = LazyWeights(module, checkpoint_source(model))
+    names = {n for n, _ in module.named_parameters(remove_duplicate=False)} | {n for n, _ in module.named_buffers()}
+    unused = [k for k in model.tensors if k not in names]
+    if weights.missing and unused:  # renamed checkpoint keys: let transformers' own loading map them
+        module = load_hf_module(path)
+        runner = ModuleRunner(module, model, hf_forward, f"transformers {type(module).__name__} (eager attention, "
+                              "float32)", hints)
+        runner.notes.append(f"{path.name}: checkpoint names differ from the module's ({unused[:2]}...): "
+                            "loaded whole by transformers")
+        return runner
+    weights.load_buffers()
+    runner = ModuleRunner(module, model, hf_forward, f"transformers {type(module).__name__} (eager attention, float32, "
+                          "layer-streamed)", hints, weights)
+    if weights.missing:
+        runner.notes.append(f"{path.name}: {len(weights.missing)} parameters are not in the checkpoint and run as "
+                            f"zeros: {weights.missing[:3]}")
+    return runner
 
 
 def module_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:

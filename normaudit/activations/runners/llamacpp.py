@@ -157,13 +157,12 @@ def to_layout(arr: np.ndarray, layout: str, n_tokens: int) -> np.ndarray | None:
 
 @dataclass
 class Capture:
-    """What one decode captured: (key, kind, array, norm input) in graph order, and what was seen."""
+    """What one decode saw: the ops of the graph, the wanted names in graph order, the keys handed on."""
 
-    points: list[tuple[str, str, np.ndarray, np.ndarray | None]] = field(default_factory=list)
     ops: set[str] = field(default_factory=set)
     names: list[str] = field(default_factory=list)  # every wanted runtime name seen, in order
     keys: set[str] = field(default_factory=set)  # the keys handed on
-    skipped: list[str] = field(default_factory=list)  # wanted but not comparable (rows, dtype)
+    skipped: list[str] = field(default_factory=list)  # wanted but not handed on (rows, dtype, a repeated name)
     error: BaseException | None = None
 
 
@@ -174,7 +173,8 @@ class LlamaCppRunner:
     up with the other side's norms through :func:`normaudit.match.align` (gguf-py's TensorNameMap)."""
 
     deferred_local = False
-    replay: Any = None
+    replay: Any = None  # the GGUF's tensors mapped to the source's (when the source is known): weight errors
+    weights: Any = None  # MeasuredWeights (when the source is known)
     runtime = True  # the attribution layer looks for this
 
     def __init__(self, path: Path, model: NormModel, n_threads: int | None = None, kv_cache: str = "f32",
@@ -289,6 +289,9 @@ class LlamaCppRunner:
                     return self._key(name) is not None
                 key, kind, layout = self._key(name)  # type: ignore[misc]
                 cap.names.append(name)
+                if key in cap.keys:  # a name reported again (never seen on the corpus): the first one counts
+                    cap.skipped.append(f"{name} (again)")
+                    return True
                 arr = read_tensor(g, t)
                 out = to_layout(arr, layout, n) if arr is not None else None
                 if out is None:
@@ -341,6 +344,9 @@ class LlamaCppRunner:
             llama_cpp.llama_free(ctx)
         self.flash_attention = "FLASH_ATTN_EXT" in cap.ops
         self.last = cap
+        if cap.skipped:
+            self.notes.append(f"{self.path.name}: runtime tensors not compared: {sorted(set(cap.skipped))[:6]} "
+                              "(not one row per input token, not float, or reported twice)")
         return cap
 
     def _norm_input(self, g: Any, t: int, layout: str, n: int) -> np.ndarray | None:
@@ -387,11 +393,56 @@ class LlamaCppRunner:
         return [n.id for n in self.model.norms if n.id not in self.last.keys]
 
 
+class MeasuredWeights:
+    """Each GGUF tensor against its source tensor (dequantized, the converter's transforms undone: the replay's
+    getters), measured on first use and one tensor at a time: what the verdict needs to tell quantization
+    drift from a bug when the runtime, not a replay, ran the file."""
+
+    def __init__(self, gt: Any, reference: dict[str, Any]) -> None:
+        self.gt = gt
+        self.reference = reference
+        self._stats: list[Any] | None = None
+
+    @property
+    def stats(self) -> list[Any]:
+        if self._stats is None:
+            from ..lazy import WeightStat
+
+            self._stats = []
+            for name, (_, getter, qtype) in self.gt.mapping.items():
+                if name not in self.reference:
+                    continue
+                value, ref = getter(), self.reference[name]()
+                if value.shape != ref.shape:
+                    continue
+                nref = float(np.linalg.norm(ref.astype(np.float64)))
+                diff = float(np.linalg.norm(value.astype(np.float64) - ref))
+                m = _UNIT_RE.match(name)
+                self._stats.append(WeightStat(name, qtype, diff / nref if nref > 0 else diff, m.group(1) if m else ""))
+        return self._stats
+
+
+_UNIT_RE = re.compile(r"^(.*?(?:layers|layer|h|blocks|block)\.\d+)\.")
+
+
 def llamacpp_runner(path: Path, model: NormModel, ctx: RunContext, **options: Any) -> LlamaCppRunner:
-    """The llama.cpp runtime for a GGUF (needs llama-cpp-python); ``options``: :class:`LlamaCppRunner`'s."""
+    """The llama.cpp runtime for a GGUF (needs llama-cpp-python); ``options``: :class:`LlamaCppRunner`'s.
+
+    With the source model at hand (the HF side, or --model) each GGUF tensor's own error against it is measured
+    too, as for a replay (the verdict tells quantization drift from a bug with it)."""
     runner = LlamaCppRunner(path, model, **options)
     if ctx.source_dir is not None:
+        from ...formats.registry import load
+        from .hf import checkpoint_source
+        from .replay import map_tensors, open_gguf
+
         runner.hints.tokenizer_dirs = [ctx.source_dir]
+        source = ctx.source_model if ctx.source_model is not None else load(ctx.source_dir)
+        reference = checkpoint_source(source)
+        gt = open_gguf(model.handle)
+        map_tensors(gt, list(reference))
+        gt.unmapped_gguf = []  # the runtime uses every tensor: no "not used by the replay" note
+        runner.replay, runner.weights = gt, MeasuredWeights(gt, reference)
     return runner
 
 

@@ -23,7 +23,9 @@ from ...formats.gguf.names import name_map
 from ...formats.gguf.reader import GgufFile
 from ...model import NormKind, NormModel
 from ..base import RunContext
-from .hf import ModuleRunner, config_vocab, hf_forward, load_hf_module
+from ..base import InputHints
+from ..lazy import LazyWeights
+from .hf import ModuleRunner, checkpoint_source, config_vocab, hf_forward, load_hf_module, meta_module
 
 
 @dataclass
@@ -86,7 +88,8 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
 
 
 def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors]:
-    """The HF architecture of ``hf_dir`` with the GGUF's weights and eps."""
+    """The HF architecture of ``hf_dir`` with all of the GGUF's weights and its eps, in memory (small models,
+    benchmarks); activation diffs stream it instead (:func:`replay_runner`)."""
     import torch
 
     gf = gguf.handle if isinstance(gguf, NormModel) else GgufFile(Path(gguf))
@@ -115,15 +118,30 @@ def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors
 
 
 def replay_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
-    """A GGUF replayed through its source architecture (the HF side of the pair, or --model)."""
+    """A GGUF replayed through its source architecture (the HF side of the pair, or --model), one block of
+    dequantized weights in memory at a time; each tensor's own quantization error against the source is
+    measured as it is materialized."""
     from ...formats.registry import load
     from ...match import align
 
     if ctx.source_dir is None:
         raise NormauditError(f"{path}: a GGUF is replayed through its source architecture",
                              hint="compare it against its HF directory, or pass --model HF_DIR")
-    module, gt = replay_model(ctx.source_dir, model)
     source = ctx.source_model if ctx.source_model is not None else load(ctx.source_dir)
+    gt = open_gguf(model.handle)
+    module = meta_module(ctx.source_dir, eps_override=gt.eps)
+    names = [n for n, _ in module.named_parameters(remove_duplicate=False)] + [n for n, _ in module.named_buffers()]
+    map_tensors(gt, names)
+    reference = checkpoint_source(source)
+    weights_from = {name: getter for name, (_, getter, _) in gt.mapping.items()}
+    kept = [n for n, _ in module.named_parameters() if n not in weights_from and n in reference]
+    for name in kept:  # no GGUF counterpart: the source's own values
+        weights_from[name] = reference[name]
+    if kept:
+        gt.notes.append(f"{len(kept)} source tensors have no GGUF counterpart and keep the source values: "
+                        + ", ".join(kept[:5]))
+    weights = LazyWeights(module, weights_from, {name: q for name, (_, _, q) in gt.mapping.items()}, reference)
+    weights.load_buffers()
     # norm records for local replays: the GGUF's own (eps, stored weights) under the HF module ids
     by_hf = {p.a.id: p.b for p in align(source, model).pairs}
     norms = [replace(n, eps=g.eps, eps_source=g.eps_source, weight=g.weight, bias=g.bias, convention=g.convention,
@@ -132,8 +150,11 @@ def replay_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner
     records = replace(source, norms=norms)
     runner = ModuleRunner(module, records, hf_forward,
                           f"GGUF replay through transformers {type(module).__name__} ({gt.arch}, "
-                          + "; ".join(gt.notes or ["no transforms to undo"]) + ")")
-    runner.hints.vocab = config_vocab(source)
-    runner.hints.tokenizer_dirs = [ctx.source_dir]
+                          + "; ".join(gt.notes[:2] or ["no transforms to undo"]) + ", layer-streamed)",
+                          InputHints(vocab=config_vocab(source), tokenizer_dirs=[ctx.source_dir]), weights)
     runner.replay = gt
+    runner.notes.extend(gt.notes[2:])
+    if weights.missing:
+        runner.notes.append(f"{len(weights.missing)} parameters are in neither the GGUF nor the source checkpoint "
+                            f"and run as zeros: {weights.missing[:3]}")
     return runner
