@@ -12,6 +12,7 @@ Python API::
 
 from .api import AuditOptions, audit, inspect
 from .errors import CorruptFile, NoNorms, NormauditError, UnsupportedFormat, UntrustedPickle
+from .extras import MissingExtra
 from .formats import FORMATS, detect, load
 from .model import Convention, EpsSource, NormKind, NormLayer, NormModel, Role, TensorRef
 from .report.document import AuditReport
@@ -21,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "load", "inspect", "audit", "AuditOptions", "AuditReport", "detect", "FORMATS", "NormModel", "NormLayer",
     "NormKind", "EpsSource", "Convention", "Role", "TensorRef", "NormauditError", "CorruptFile", "NoNorms",
-    "UnsupportedFormat", "UntrustedPickle", "__version__",
+    "UnsupportedFormat", "UntrustedPickle", "MissingExtra", "__version__",
 ]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import NormauditError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 #: relative L2 error a norm weight stored in each dtype can show against its float32 source
 #: (round-off of the format for values around 1; generous for the K-quants' block scales).
@@ -61,6 +66,24 @@ def find_config_file(start: Path | None = None) -> Path | None:
     return None
 
 
+def _settings_table(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The settings of a config file: the ``[tool.normaudit]`` table of a pyproject.toml; in a normaudit.toml
+    (or any other file) top-level keys, a ``[normaudit]`` table or a ``[tool.normaudit]`` table (the block
+    copied out of a pyproject.toml works as it is)."""
+    tool = doc.get("tool")
+    nested = tool.get("normaudit") if isinstance(tool, dict) else None
+    if path.name == "pyproject.toml":
+        return nested if isinstance(nested, dict) else {}
+    if isinstance(nested, dict):
+        if set(doc) - {"tool"} or set(tool) - {"normaudit"}:  # type: ignore[arg-type]
+            raise NormauditError(f"{path}: give the settings either as a [tool.normaudit] table or at the top "
+                                 "level, not both")
+        return nested
+    if isinstance(doc.get("normaudit"), dict):
+        return doc["normaudit"]
+    return doc
+
+
 def load_thresholds(path: Path | None = None, **overrides: Any) -> Thresholds:
     """Defaults, then the config file (``path`` or found in the cwd), then non-None ``overrides``."""
     th = Thresholds()
@@ -70,8 +93,7 @@ def load_thresholds(path: Path | None = None, **overrides: Any) -> Thresholds:
             doc = tomllib.loads(Path(path).read_text())
         except (tomllib.TOMLDecodeError, OSError) as exc:
             raise NormauditError(f"{path}: cannot read config ({exc})") from None
-        table = doc.get("tool", {}).get("normaudit", {}) if Path(path).name == "pyproject.toml" else doc
-        table = table.get("normaudit", table) if isinstance(table.get("normaudit"), dict) else table
+        table = _settings_table(doc, Path(path))
         for key, value in table.items():
             key = key.replace("-", "_")
             if key not in _KEYS:

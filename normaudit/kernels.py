@@ -35,12 +35,13 @@ def _scale(w: np.ndarray | None, one_plus: bool) -> np.ndarray | float:
     return 1.0 if w is None else effective_scale(w, one_plus)
 
 
-def _last_axes(ndim: int, axis: int | tuple[int, ...]) -> tuple[int, ...]:
-    """Normalized axes of a layer/RMS norm: ``axis`` k means k..last (ONNX LayerNormalization's meaning)."""
+def _last_axes(ndim: int, axis: int | tuple[int, ...], exact: bool = False) -> tuple[int, ...]:
+    """Normalized axes of a layer/RMS norm: ``axis`` k means k..last (ONNX LayerNormalization's meaning);
+    several axes, or ``exact``, mean exactly those (a channels-first LayerNorm normalizes axis 1 only)."""
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    if len(axes) == 1:
+    if len(axes) == 1 and not exact:
         return tuple(range(axes[0] % ndim, ndim))
-    return tuple(sorted(a % ndim for a in axes))
+    return tuple(sorted({a % ndim for a in axes}))
 
 
 def _affine(t: np.ndarray | float | None, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | float | None:
@@ -48,8 +49,8 @@ def _affine(t: np.ndarray | float | None, x: np.ndarray, axes: tuple[int, ...]) 
     if t is None or isinstance(t, float):
         return t
     t = np.asarray(t)
-    if t.ndim > 1 and t.ndim <= x.ndim and tuple(x.shape[x.ndim - t.ndim:]) == t.shape:
-        return t  # a per-head (2-D) weight already laid out like the trailing axes
+    if t.ndim > 1 and t.ndim <= x.ndim and all(d in (1, s) for d, s in zip(t.shape, x.shape[x.ndim - t.ndim:])):
+        return t  # already laid out like the trailing axes: a per-head (2-D) weight, a channels-first [C, 1, 1]
     shape = [1] * x.ndim
     for a in axes:
         shape[a] = x.shape[a]
@@ -57,19 +58,21 @@ def _affine(t: np.ndarray | float | None, x: np.ndarray, axes: tuple[int, ...]) 
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float, one_plus: bool = False,
-             axis: int | tuple[int, ...] = -1) -> np.ndarray:
-    """y = x / sqrt(mean(x^2) + eps) * w   (or * (1 + w) with ``one_plus``) over ``axis`` (k..last)."""
+             axis: int | tuple[int, ...] = -1, exact: bool = False) -> np.ndarray:
+    """y = x / sqrt(mean(x^2) + eps) * w   (or * (1 + w) with ``one_plus``) over ``axis`` (k..last, or exactly
+    the listed axes with ``exact``)."""
     x32 = x.astype(np.float32)
-    axes = _last_axes(x.ndim, axis)
+    axes = _last_axes(x.ndim, axis, exact)
     inv = 1.0 / np.sqrt(np.mean(x32 * x32, axis=axes, keepdims=True) + np.float32(eps))
     return (x32 * inv * _affine(_scale(weight, one_plus), x32, axes)).astype(np.float32)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float,
-               one_plus: bool = False, axis: int | tuple[int, ...] = -1) -> np.ndarray:
-    """y = (x - mean) / sqrt(var + eps) * w + b over ``axis`` (k..last)."""
+               one_plus: bool = False, axis: int | tuple[int, ...] = -1, exact: bool = False) -> np.ndarray:
+    """y = (x - mean) / sqrt(var + eps) * w + b over ``axis`` (k..last, or exactly the listed axes with
+    ``exact``: a channels-first LayerNorm over (N, C, H, W) is ``axis=(1,), exact=True``)."""
     x32 = x.astype(np.float32)
-    axes = _last_axes(x.ndim, axis)
+    axes = _last_axes(x.ndim, axis, exact)
     mu = x32.mean(axis=axes, keepdims=True)
     var = ((x32 - mu) ** 2).mean(axis=axes, keepdims=True)
     y = (x32 - mu) / np.sqrt(var + np.float32(eps)) * _affine(_scale(weight, one_plus), x32, axes)
@@ -133,11 +136,13 @@ def apply_layer(layer: Any, x: np.ndarray) -> np.ndarray:
         return None if t is None else np.asarray(t).reshape(-1)
 
     axis = layer.axis
+    exact = bool(getattr(layer, "axes_exact", False))
     if layer.kind in (NormKind.RMS_NORM, NormKind.LAYER_NORM):  # weights keep their shape (per-head norms)
         w = layer.scale()
         if layer.kind is NormKind.RMS_NORM:
-            return rms_norm(x, w, eps, axis=axis)
-        return layer_norm(x, w, layer.bias.load() if layer.bias is not None else None, eps, axis=axis)
+            return rms_norm(x, w, eps, axis=axis, exact=exact)
+        return layer_norm(x, w, layer.bias.load() if layer.bias is not None else None, eps, axis=axis,
+                          exact=exact)
     scale = flat(layer.scale())
     bias = flat(layer.bias.load()) if layer.bias is not None else None
     if layer.kind is NormKind.GROUP_NORM:
@@ -161,25 +166,57 @@ def bn_fold_factor(var: np.ndarray, weight: np.ndarray | None, eps: float) -> np
     return (gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
 
 
+def out_channels_first(w: np.ndarray, out_axis: int = 0, groups: int = 1) -> np.ndarray:
+    """A conv/linear weight with its output channels on axis 0 ([C_out, ...]).
+
+    ``out_axis`` 0: the weight as is (Conv, also depthwise/grouped: [C_out, C_in/groups, k...]; a linear
+    [out, in]).  ``out_axis`` 1: ConvTranspose's [C_in, C_out/groups, k...] (output channel ``g * C_out/groups
+    + j`` is column ``j`` of the rows of group ``g``) or a Gemm weight with transB=0 ([in, out], ``groups`` 1)."""
+    if out_axis == 0:
+        return w
+    if out_axis != 1 or w.ndim < 2 or groups < 1 or w.shape[0] % groups:
+        raise ValueError(f"weight {list(w.shape)} has no output-channel axis {out_axis} in {groups} groups")
+    cin, per_group = w.shape[0], w.shape[1]
+    v = w.reshape(groups, cin // groups, per_group, *w.shape[2:]).swapaxes(1, 2)
+    return v.reshape(groups * per_group, cin // groups, *w.shape[2:])
+
+
+def from_out_channels_first(w_first: np.ndarray, shape: tuple[int, ...], out_axis: int = 0,
+                            groups: int = 1) -> np.ndarray:
+    """Inverse of :func:`out_channels_first`: back to the layout ``shape`` of the original weight."""
+    if out_axis == 0:
+        return w_first.reshape(shape)
+    cin, per_group = shape[0], shape[1]
+    v = w_first.reshape(groups, per_group, cin // groups, *shape[2:]).swapaxes(1, 2)
+    return v.reshape(shape)
+
+
 def fold_batch_norm(conv_weight: np.ndarray, conv_bias: np.ndarray | None, mean: np.ndarray, var: np.ndarray,
-                    weight: np.ndarray | None, bias: np.ndarray | None, eps: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    weight: np.ndarray | None, bias: np.ndarray | None, eps: float, out_axis: int = 0,
+                    groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Fold an inference BatchNorm into the conv (or linear) feeding it.
 
     Returns ``(W * f, (b - mean) * f + beta)`` with ``f = gamma / sqrt(var + eps)`` broadcast over the
-    output-channel axis 0 of ``conv_weight``.
+    output channels of ``conv_weight`` (axis ``out_axis`` in ``groups``, see :func:`out_channels_first`), in
+    ``conv_weight``'s own layout.
     """
     f = bn_fold_factor(var, weight, eps)
-    w = conv_weight.astype(np.float32) * f.reshape((-1,) + (1,) * (conv_weight.ndim - 1))
+    first = out_channels_first(conv_weight.astype(np.float32), out_axis, groups)
+    w = from_out_channels_first(first * f.reshape((-1,) + (1,) * (first.ndim - 1)), conv_weight.shape, out_axis,
+                                groups)
     b0 = np.zeros_like(mean) if conv_bias is None else conv_bias
     beta = np.zeros_like(mean) if bias is None else bias
     return w.astype(np.float32), ((b0 - mean) * f + beta).astype(np.float32)
 
 
-def fit_fold_factor(source_weight: np.ndarray, folded_weight: np.ndarray) -> np.ndarray:
-    """Per-output-channel factor f (least squares) with ``folded ≈ f * source``: what a fold multiplied by."""
-    w = source_weight.reshape(len(source_weight), -1).astype(np.float64)
-    wb = folded_weight.reshape(len(folded_weight), -1).astype(np.float64)
+def fit_fold_factor(source_weight: np.ndarray, folded_weight: np.ndarray, out_axis: int = 0,
+                    groups: int = 1) -> np.ndarray:
+    """Per-output-channel factor f (least squares) with ``folded ≈ f * source``: what a fold multiplied by.
+    Both weights in the layout ``out_axis``/``groups`` says (see :func:`out_channels_first`)."""
+    src = out_channels_first(source_weight, out_axis, groups)
+    dst = out_channels_first(folded_weight, out_axis, groups)
+    w = src.reshape(len(src), -1).astype(np.float64)
+    wb = dst.reshape(len(dst), -1).astype(np.float64)
     return (wb * w).sum(1) / np.maximum((w * w).sum(1), 1e-30)
 
 

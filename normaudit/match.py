@@ -159,7 +159,7 @@ def align(a: NormModel, b: NormModel) -> Alignment:
 
     # 4. graph order among same kind + shape, when the left-overs line up one to one
     def sig(n: NormLayer) -> tuple:
-        return (n.kind, int(np.prod(n.shape)) if n.shape else 0)
+        return (n.computes(), int(np.prod(n.shape)) if n.shape else 0)
 
     sa = sorted(left_a, key=lambda n: _natural_key(module_name(n)) if a.format != "onnx" else 0)
     sb = sorted(left_b, key=lambda n: _natural_key(module_name(n)) if b.format != "onnx" else 0)

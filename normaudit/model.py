@@ -124,12 +124,14 @@ class NormLayer:
     eps_source: EpsSource
     eps_detail: str = ""  # the key, node or attribute the eps was read from
     eps_dtype: str = "F32"  # dtype the eps constant is stored in (F16 can underflow)
+    eps_key: str = ""  # the one config / metadata key that sets this eps for every layer, when there is one
     weight: TensorRef | None = None
     bias: TensorRef | None = None
     running_mean: TensorRef | None = None
     running_var: TensorRef | None = None
     num_groups: int | None = None
-    axis: tuple[int, ...] = (-1,)
+    axis: tuple[int, ...] = (-1,)  # normalized axes: one axis k means k..last (unless axes_exact); several: those
+    axes_exact: bool = False  # ``axis`` lists exactly the normalized axes (a channels-first LayerNorm: axis 1 only)
     convention: Convention = Convention.SCALE
     convention_known: bool = True  # False for a bare state_dict (no config/class tells x*w from x*(1+w))
     role: Role = Role.NONE
@@ -170,6 +172,14 @@ class NormLayer:
     def one_plus(self) -> bool:
         return self.convention is Convention.ONE_PLUS
 
+    def computes(self) -> NormKind:
+        """The kind of computation: a GroupNorm with one group per channel is an InstanceNorm (torch exports
+        GroupNorm(C, C) as InstanceNormalization; an InstanceNorm with affine is GroupNorm(C, C))."""
+        if self.kind is NormKind.GROUP_NORM and self.num_groups and self.weight is not None and \
+                int(np.prod(self.weight.shape)) == self.num_groups:
+            return NormKind.INSTANCE_NORM
+        return self.kind
+
     def scale(self) -> np.ndarray | None:
         """The effective multiplier applied to the normalised input (w, or 1 + w)."""
         from .kernels import effective_scale
@@ -186,6 +196,7 @@ class NormLayer:
             "eps_dtype": self.eps_dtype,
             "shape": list(self.shape),
             "axis": list(self.axis),
+            **({"axes_exact": True} if self.axes_exact else {}),
             "dtype": self.dtype,
             "convention": self.convention.value if self.convention_known else "unknown",
             "role": self.tensor_kind or self.role.value,
@@ -215,18 +226,32 @@ def unique_ids(norms: list[NormLayer]) -> None:
 
 @dataclass
 class LinearOp:
-    """A conv / linear (Gemm) layer: where BatchNorms get folded to."""
+    """A conv / linear (Gemm) layer: where BatchNorms get folded to.
+
+    The layer computes ``alpha * (x · W) + beta * bias`` (only an ONNX Gemm has alpha/beta != 1).  Its output
+    channels lie on axis ``out_axis`` of the weight: 0 for Conv (also depthwise/grouped) and [out, in] linears,
+    1 for ConvTranspose ([in, out/groups, k...], split in ``groups``) and a Gemm with transB=0 ([in, out])."""
 
     id: str
-    op: str  # conv / linear
+    op: str  # conv / conv_transpose / linear
     weight: TensorRef
     bias: TensorRef | None = None
     module: str = ""  # PyTorch module path, or the exporter's scope (dynamo names a folded conv after the BN)
     nodes: list[str] = field(default_factory=list)
+    out_axis: int = 0
+    groups: int = 1  # groups of a ConvTranspose (its output channels are per group on axis 1)
+    alpha: float = 1.0
+    beta: float = 1.0
 
     @property
     def out_channels(self) -> int:
-        return int(self.weight.shape[0]) if self.weight.shape else 0
+        if not self.weight.shape or len(self.weight.shape) <= self.out_axis:
+            return 0
+        return int(self.weight.shape[self.out_axis]) * (self.groups if self.out_axis else 1)
+
+    def layout(self) -> dict[str, Any]:
+        """The weight layout as keyword arguments of the fold kernels (kernels.fold_batch_norm, ...)."""
+        return {"out_axis": self.out_axis, "groups": self.groups}
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CorruptFile, NormauditError
+from .extras import check
 from .model import (Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, Role, TensorRef,
                     const_tensor)
 
@@ -70,7 +71,8 @@ def _layer(rec: dict[str, Any], arrays: Any) -> NormLayer:
 
 
 def _linear_record(op: LinearOp, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    out = {"id": op.id, "op": op.op, "module": op.module, "nodes": list(op.nodes)}
+    out = {"id": op.id, "op": op.op, "module": op.module, "nodes": list(op.nodes), "out_axis": op.out_axis,
+           "groups": op.groups, "alpha": op.alpha, "beta": op.beta}
     for name in ("weight", "bias"):
         ref: TensorRef | None = getattr(op, name)
         if ref is not None:
@@ -85,7 +87,9 @@ def _linear(rec: dict[str, Any], arrays: Any) -> LinearOp:
         v = rec.get(name)
         return const_tensor(v["name"], arrays[v["key"]], v["dtype"]) if v else None
 
-    return LinearOp(rec["id"], rec["op"], ref("weight"), ref("bias"), rec.get("module", ""), list(rec.get("nodes", [])))
+    return LinearOp(rec["id"], rec["op"], ref("weight"), ref("bias"), rec.get("module", ""), list(rec.get("nodes", [])),
+                    out_axis=int(rec.get("out_axis", 0)), groups=int(rec.get("groups", 1)),
+                    alpha=float(rec.get("alpha", 1.0)), beta=float(rec.get("beta", 1.0)))
 
 
 def dump_model(model: NormModel, out_dir: Path) -> None:
@@ -111,42 +115,55 @@ def read_model(out_dir: Path) -> NormModel:
 
 # -- parent ----------------------------------------------------------------------------------------------
 
-def load_isolated(loader: str, path: Path, *, what: str, memory_bytes: int | None = None,
-                  timeout_s: float | None = None) -> NormModel:
-    """Run ``loader`` (``module:function`` taking a Path, returning a NormModel) on ``path`` in a child process.
-
-    ``what`` names the loader in errors ("the TorchScript loader")."""
-    size = path.stat().st_size
-    memory = memory_bytes or MEMORY_BASE + 4 * size
-    timeout = timeout_s or TIME_BASE_S + size / 2**24  # + 1 s per 16 MiB
+def _spawn(request: dict[str, Any], label: object, what: str, memory: int, timeout: float) -> dict[str, Any]:
+    """Run the child on ``request``; its answer, or one CorruptFile line for a crash, a timeout, a blow-up."""
 
     def limits() -> None:  # in the child, before exec
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
+    # the child imports what this process can (a trusted pickle's classes): the same sys.path
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TORCH_CPP_LOG_LEVEL": "ERROR",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "normaudit.sandbox"], input=json.dumps(request), text=True,
+                              capture_output=True, timeout=timeout, preexec_fn=limits, env=env)
+    except subprocess.TimeoutExpired:
+        raise CorruptFile(f"{label}: {what} did not finish within {timeout:.0f} s (corrupt or hostile file?)") \
+            from None
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        raise CorruptFile(f"{label}: {what} crashed on this file ({sig}); it is corrupt or hostile")
+    answer = _last_json(proc.stdout)
+    if proc.returncode != 0 or answer is None or not answer.get("ok"):
+        if answer and answer.get("error"):
+            raise CorruptFile(answer["error"], hint=answer.get("hint", ""))
+        if "MemoryError" in proc.stderr or "std::bad_alloc" in proc.stderr:
+            raise CorruptFile(f"{label}: {what} needed more than {memory >> 20} MiB (corrupt or hostile file?)")
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        raise CorruptFile(f"{label}: {what} failed ({tail})")
+    return answer
+
+
+def load_isolated(loader: str, path: Path, *, what: str, memory_bytes: int | None = None,
+                  timeout_s: float | None = None) -> NormModel:
+    """Run ``loader`` (``module:function`` taking a Path, returning a NormModel) on ``path`` in a child process.
+
+    ``what`` names the loader in errors ("the TorchScript loader")."""
+    check("torch", f"{path}: {what}")  # every loader run here is torch's
+    size = path.stat().st_size
+    memory = memory_bytes or MEMORY_BASE + 4 * size
+    timeout = timeout_s or TIME_BASE_S + size / 2**24  # + 1 s per 16 MiB
     with tempfile.TemporaryDirectory(prefix="normaudit-") as tmp:
-        request = json.dumps({"loader": loader, "path": str(path), "out": tmp})
-        # the child imports what this process can (a trusted pickle's classes): the same sys.path
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "TORCH_CPP_LOG_LEVEL": "ERROR",
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        try:
-            proc = subprocess.run([sys.executable, "-m", "normaudit.sandbox"], input=request, text=True,
-                                  capture_output=True, timeout=timeout, preexec_fn=limits, env=env)
-        except subprocess.TimeoutExpired:
-            raise CorruptFile(f"{path}: {what} did not finish within {timeout:.0f} s (corrupt or hostile file?)") \
-                from None
-        if proc.returncode < 0:
-            sig = signal.Signals(-proc.returncode).name
-            raise CorruptFile(f"{path}: {what} crashed on this file ({sig}); it is corrupt or hostile")
-        answer = _last_json(proc.stdout)
-        if proc.returncode != 0 or answer is None or not answer.get("ok"):
-            if answer and answer.get("error"):
-                raise CorruptFile(answer["error"], hint=answer.get("hint", ""))
-            if "MemoryError" in proc.stderr or "std::bad_alloc" in proc.stderr:
-                raise CorruptFile(f"{path}: {what} needed more than {memory >> 20} MiB (corrupt or hostile file?)")
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-            raise CorruptFile(f"{path}: {what} failed ({tail})")
+        _spawn({"loader": loader, "path": str(path), "out": tmp}, path, what, memory, timeout)
         return read_model(Path(tmp))
+
+
+def call_isolated(target: str, args: dict[str, Any], *, label: object, what: str,
+                  memory_bytes: int = MEMORY_BASE, timeout_s: float = TIME_BASE_S) -> Any:
+    """``module:function(**args)`` in a child process (JSON in, JSON out): for work that needs torch /
+    transformers while this process must not import them (a static audit stays light and crash-free)."""
+    return _spawn({"call": target, "args": args}, label, what, memory_bytes, timeout_s).get("result")
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
@@ -168,21 +185,24 @@ def _child() -> int:
 
     logging.disable(logging.CRITICAL)  # torch's loggers must not print tracebacks; the parent reports
     req = json.loads(sys.stdin.read())
-    mod_name, func_name = req["loader"].split(":")
+    mod_name, func_name = (req.get("loader") or req["call"]).split(":")
     try:
         fn = getattr(importlib.import_module(mod_name), func_name)
+        if "call" in req:
+            print(json.dumps({"ok": True, "result": fn(**req["args"])}))
+            return 0
         model = fn(Path(req["path"]))
         dump_model(model, Path(req["out"]))
     except NormauditError as exc:
         print(json.dumps({"ok": False, "error": str(exc), "hint": exc.hint}))
         return 1
     except MemoryError:
-        print(json.dumps({"ok": False, "error": f"{req['path']}: the loader ran out of memory (corrupt or hostile "
-                                                "file?)"}))
+        print(json.dumps({"ok": False, "error": f"{req.get('path', req.get('call'))}: the loader ran out of memory "
+                                                "(corrupt or hostile file?)"}))
         return 1
     except Exception as exc:  # the third-party loader failed on this file
-        print(json.dumps({"ok": False, "error": f"{req['path']}: cannot load ({type(exc).__name__}: "
-                                                f"{str(exc).splitlines()[0][:160] if str(exc) else ''})"}))
+        print(json.dumps({"ok": False, "error": f"{req.get('path', req.get('call'))}: cannot load "
+                                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"}))
         return 1
     print(json.dumps({"ok": True}))
     return 0

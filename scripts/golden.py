@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,8 @@ def cases(corpus: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-_VOLATILE = {"created", "normaudit_version", "sha256", "timings", "duration_s"}
+# run-dependent keys, and `files` (the input files' names, sizes and hashes: provenance, not audit results)
+_VOLATILE = {"created", "normaudit_version", "sha256", "timings", "duration_s", "files"}
 
 
 def _strip(doc):
@@ -56,8 +58,11 @@ def _strip(doc):
 
 
 def run(corpus: Path, args: list[str]) -> dict:
+    # this checkout's normaudit, not whichever one the environment has installed (an editable install of
+    # another worktree would otherwise be what gets checked)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.run([sys.executable, "-m", "normaudit", *args], cwd=corpus, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     if proc.returncode not in (0, 1):
         return {"exit": proc.returncode, "stderr": proc.stderr.strip()}
     return {"exit": proc.returncode, "doc": _strip(json.loads(proc.stdout))}

@@ -1,6 +1,7 @@
 """Deterministic generator for normaudit's small test models.
 
-    python testmodels/generate.py            # (re)writes testmodels/{llama,qwen3,gemma3,bert,cnn}/...
+    python testmodels/generate.py            # (re)writes testmodels/{llama,qwen3,gemma3,bert,cnn,zoo}/...
+    python testmodels/generate.py zoo        # only the ONNX norm / fold zoo
 
 Needs the ``test`` extra (transformers, onnxscript).  Every model is tiny and seeded; norm weights are
 randomised (1 +- 0.1, Gemma's zero-centred 0 +- 0.1) so a dropped or shifted norm is visible.  For each
@@ -56,6 +57,141 @@ class CNN(torch.nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.bn2(self.conv2(x)))
         return self.head(self.gn(x).mean(dim=(2, 3)))
+
+
+class ChannelsFirstLayerNorm(torch.nn.Module):
+    """ConvNeXt's LayerNorm for data_format="channels_first": statistics over axis 1 of (N, C, H, W) only."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(channels))
+        self.bias = torch.nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class T5LayerNorm(torch.nn.Module):
+    """T5's RMSNorm (transformers' T5LayerNorm): statistics in float32, ``weight * x``."""
+
+    def __init__(self, hidden: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(hidden))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states
+
+
+class T5Norms(torch.nn.Module):
+    """norm -> linear -> final_norm, both T5LayerNorm (eps 1e-6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = T5LayerNorm(16)
+        self.proj = torch.nn.Linear(16, 16)
+        self.final_norm = T5LayerNorm(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(self.proj(self.norm(x)))
+
+
+class ResBlock(torch.nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c, c, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(c, eps=1e-5)
+        self.conv2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(c, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+class ResNet(torch.nn.Module):
+    """stem conv -> bn (eps 1e-3) -> relu -> residual block -> mean -> fc: every norm a BatchNorm after a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8, eps=1e-3)
+        self.block = ResBlock(8)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block(torch.relu(self.bn(self.conv(x)))).mean(dim=(2, 3)))
+
+
+class NormZoo(torch.nn.Module):
+    """A ResNet stem and block, a depthwise conv + BN, a ConvNeXt channels-first LayerNorm, GroupNorm(C, C), a
+    grouped ConvTranspose + BN and a Linear + BatchNorm1d: every fold target and the norms in disguise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8, eps=1e-3)
+        self.block = ResBlock(8)
+        self.dwconv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.dwbn = torch.nn.BatchNorm2d(8, eps=1e-5)
+        self.cnln = ChannelsFirstLayerNorm(8, eps=1e-6)
+        self.gn = torch.nn.GroupNorm(8, 8, eps=1e-4)
+        self.up = torch.nn.ConvTranspose2d(8, 6, 2, stride=2, groups=2)
+        self.upbn = torch.nn.BatchNorm2d(6, eps=1e-5)
+        self.fc = torch.nn.Linear(6, 5)
+        self.fcbn = torch.nn.BatchNorm1d(5, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(torch.relu(self.bn(self.conv(x))))
+        x = self.gn(self.cnln(self.dwbn(self.dwconv(x))))
+        x = torch.relu(self.upbn(self.up(x)))
+        return self.fcbn(self.fc(x.mean(dim=(2, 3))))
+
+
+def _randomise_all_norms(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Every norm module's weight 1 +- 0.1, bias 0 +- 0.1; BatchNorm statistics random (var in 0.5..1.5)."""
+    with torch.no_grad():
+        for m in model.modules():
+            w, b = getattr(m, "weight", None), getattr(m, "bias", None)
+            if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, ChannelsFirstLayerNorm,
+                              T5LayerNorm)):
+                w.copy_(1.0 + 0.1 * torch.randn(w.shape, generator=gen))
+                if b is not None:
+                    b.copy_(0.1 * torch.randn(b.shape, generator=gen))
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+
+
+def generate_zoo(root: Path) -> None:
+    """testmodels/zoo: small torch modules exported by torch's ONNX exporters (dynamo, legacy) and torch.export:
+    the norms the ONNX patterns must recognise (ConvNeXt channels-first LayerNorm, GroupNorm(C, C), T5's RMSNorm
+    through the legacy exporter) and every BatchNorm fold target (conv, depthwise conv, grouped ConvTranspose,
+    Gemm); resnet's ONNX exports have no norm op left at all."""
+    folder = root / "zoo"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    inputs: dict[str, np.ndarray] = {}
+    for i, (name, cls, shape, exports) in enumerate((
+            ("zoo", NormZoo, (2, 3, 8, 8), (("dynamo", 18), ("legacy", 17))),
+            ("resnet", ResNet, (2, 3, 8, 8), (("dynamo", 18), ("legacy", 13))),
+            ("t5norm", T5Norms, (2, 4, 16), (("dynamo", 18), ("legacy", 17))))):
+        torch.manual_seed(10 + i)
+        model = cls().eval()
+        _randomise_all_norms(model, torch.Generator().manual_seed(20 + i))
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(30 + i))
+        inputs[name] = example.numpy()
+        torch.export.save(torch.export.export(model, (example,)), str(folder / f"{name}.pt2"))
+        for exporter, opset in exports:
+            export_onnx(model, example, folder / f"{name}-{exporter}-opset{opset}.onnx", opset, exporter == "dynamo")
+    np.savez(folder / "input.npz", **inputs)
+    print(f"wrote {folder}: {sorted(p.name for p in folder.iterdir())}")
 
 
 def _randomise_norms(model: torch.nn.Module, centre: float, gen: torch.Generator) -> None:
@@ -193,6 +329,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, opset:
 
 def generate(names: list[str], root: Path) -> None:
     for name in names:
+        if name == "zoo":
+            generate_zoo(root)
+            continue
         model, cfg = build(name)
         folder = root / name
         if folder.exists():
@@ -226,7 +365,7 @@ def generate(names: list[str], root: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="*", default=["llama", "qwen3", "gemma3", "bert", "cnn"])
+    ap.add_argument("models", nargs="*", default=["llama", "qwen3", "gemma3", "bert", "cnn", "zoo"])
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
     generate(args.models, args.out)

@@ -53,7 +53,7 @@ def test_config_option(tm):
     result = runner.invoke(app, ["inspect", str(tm / "llama/llama.pt"), "--config", str(tm / "llama/hf/config.json"),
                                  "--json", "-", "--no-stats"])
     doc = json.loads(result.stdout)
-    assert {n["eps_source"] for n in doc["norms"]} == {"hf_config"}
+    assert {n["eps_source"] for n in doc["norms"]} == {"module_attribute"}  # the architecture built from --config (issue #9)
     assert doc["architecture"] == "LlamaForCausalLM"
 
 

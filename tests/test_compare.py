@@ -37,6 +37,7 @@ CLEAN = [
 ]
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("a, b", CLEAN, ids=lambda p: p.split("/")[-1])
 def test_clean_pairs_pass(real, a, b):
     r = run(real / a, real / b)
@@ -334,3 +335,21 @@ def test_different_models_warn_architecture_mismatch(real):
     arch = [f for f in r.findings if f.check == "architecture_mismatch"]
     assert len(arch) == 1 and "gemma3" in arch[0].message and "qwen3" in arch[0].message
     assert any(f.check == "missing_norm" for f in r.findings)  # the sandwich norms qwen3 does not have
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3", "bert", "t5", "clip", "wavtokenizer-dec", "nemotron"])
+def test_gguf_names_from_a_two_block_table_equal_the_full_table(arch):
+    """gguf_name_for builds gguf-py's TensorNameMap for blocks 0 and 1 only; every norm name of every block must
+    map exactly as through the table built for all blocks (clip's ``layer{bid}`` names included)."""
+    from normaudit.formats.gguf.names import _suffixes, gguf_name_for, name_map
+
+    blocks = 24
+    full = name_map(arch, blocks)
+    modules = [k for k in full.mapping if "norm" in k.lower()] + ["model.layers.23.unknown_norm", "layers.30.norm"]
+    assert len(modules) > 10
+    for module in modules:
+        for name in (module, "m." + module):
+            expected = next((r[: -len(".weight")] if r.endswith(".weight") else r for c in _suffixes(name)[:4]
+                             if (r := full.get_name(c + ".weight", try_suffixes=(".weight",))) is not None), None)
+            assert gguf_name_for(arch, blocks, name) == expected, name

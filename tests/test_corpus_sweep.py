@@ -18,9 +18,12 @@ def _files():
     return out + [CORPUS / "onnx/cnn.pt2", CORPUS / "onnx/cnn.pt"]
 
 
+@pytest.mark.core
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
 @pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
 def test_corpus_file(path):
+    if path.suffix == ".pt":
+        pytest.importorskip("torch")
     m = normaudit.load(path)
     model = path.name.split("-")[0].split(".")[0]
     if model == "cnn":
@@ -55,6 +58,7 @@ def _clean_pairs():
     return pairs
 
 
+@pytest.mark.core
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
 @pytest.mark.parametrize("a, b", _clean_pairs(), ids=lambda p: p.split("/")[-1])
 def test_corpus_clean_pair_passes(a, b):

@@ -1,6 +1,8 @@
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
 
 from normaudit import kernels
 
@@ -50,3 +52,68 @@ def test_fold_batch_norm_and_recover_eps():
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     f = kernels.bn_fold_factor(bn.running_var.numpy(), bn.weight.detach().numpy(), 1e-3)
     assert abs(kernels.recover_bn_eps(f, bn.running_var.numpy(), bn.weight.detach().numpy()) - 1e-3) < 1e-5
+
+
+def test_channels_first_layer_norm_matches_convnext():
+    """ConvNeXt's channels_first LayerNorm normalizes axis 1 only: axis=(1,), exact=True (not 1..last)."""
+    x = rng.normal(size=(2, 8, 3, 5)).astype(np.float32)
+    w, b = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    xt = torch.from_numpy(x)
+    u = xt.mean(1, keepdim=True)
+    s = (xt - u).pow(2).mean(1, keepdim=True)
+    ref = (torch.from_numpy(w)[:, None, None] * ((xt - u) / torch.sqrt(s + 1e-6)) +
+           torch.from_numpy(b)[:, None, None]).numpy()
+    np.testing.assert_allclose(kernels.layer_norm(x, w, b, 1e-6, axis=(1,), exact=True), ref, rtol=1e-5, atol=1e-5)
+    # the [C, 1, 1] weight an exporter stores broadcasts the same way
+    np.testing.assert_allclose(kernels.layer_norm(x, w.reshape(8, 1, 1), b.reshape(8, 1, 1), 1e-6, axis=(1,),
+                                                  exact=True), ref, rtol=1e-5, atol=1e-5)
+    # without exact, (1,) means axes 1..last (ONNX LayerNormalization(axis=1))
+    ref_all = F.layer_norm(xt, (8, 3, 5), None, None, 1e-6).numpy()
+    np.testing.assert_allclose(kernels.layer_norm(x, None, None, 1e-6, axis=(1,)), ref_all, rtol=1e-5, atol=1e-5)
+    rms = kernels.rms_norm(x, None, 1e-6, axis=(1,), exact=True)
+    np.testing.assert_allclose(rms, x / np.sqrt((x * x).mean(1, keepdims=True) + 1e-6), rtol=1e-5)
+
+
+def _bn(c, eps):
+    bn = torch.nn.BatchNorm2d(c, eps=eps).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c))
+        bn.running_var.copy_(torch.rand(c) * 0.01 + 0.001)
+        bn.weight.copy_(torch.randn(c))
+        bn.bias.copy_(torch.randn(c))
+    return bn
+
+
+def test_fold_into_grouped_conv_transpose_matches_torch():
+    """ConvTranspose weight [C_in, C_out/groups, k, k]: the fold factor multiplies the output-channel columns."""
+    up = torch.nn.ConvTranspose2d(8, 6, 2, stride=2, groups=2)
+    bn = _bn(6, 1e-3)
+    x = torch.randn(1, 8, 3, 3)
+    ref = bn(up(x)).detach().numpy()
+    args = (bn.running_mean.numpy(), bn.running_var.numpy(), bn.weight.detach().numpy(), bn.bias.detach().numpy())
+    W, B = kernels.fold_batch_norm(up.weight.detach().numpy(), up.bias.detach().numpy(), *args, 1e-3,
+                                   out_axis=1, groups=2)
+    out = F.conv_transpose2d(x, torch.from_numpy(W), torch.from_numpy(B), stride=2, groups=2).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    f = kernels.fit_fold_factor(up.weight.detach().numpy(), W, out_axis=1, groups=2)
+    np.testing.assert_allclose(f, kernels.bn_fold_factor(args[1], args[2], 1e-3), rtol=1e-5)
+    assert abs(kernels.recover_bn_eps(f, args[1], args[2]) - 1e-3) < 1e-5
+    first = kernels.out_channels_first(up.weight.detach().numpy(), 1, 2)
+    assert first.shape == (6, 4, 2, 2)
+    np.testing.assert_array_equal(kernels.from_out_channels_first(first, (8, 3, 2, 2), 1, 2), up.weight.detach())
+
+
+def test_fold_into_depthwise_conv_and_transposed_linear():
+    dw = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    bn = _bn(4, 1e-5)
+    x = torch.randn(1, 4, 5, 5)
+    args = (bn.running_mean.numpy(), bn.running_var.numpy(), bn.weight.detach().numpy(), bn.bias.detach().numpy())
+    W, B = kernels.fold_batch_norm(dw.weight.detach().numpy(), dw.bias.detach().numpy(), *args, 1e-5)
+    out = F.conv2d(x, torch.from_numpy(W), torch.from_numpy(B), padding=1, groups=4).numpy()
+    np.testing.assert_allclose(out, bn(dw(x)).detach().numpy(), rtol=1e-4, atol=1e-4)
+    fc = torch.nn.Linear(6, 4)
+    xl = torch.randn(3, 6)
+    ref = F.batch_norm(fc(xl), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, 1e-5).detach()
+    Wt, Bt = kernels.fold_batch_norm(fc.weight.detach().numpy().T.copy(), fc.bias.detach().numpy(), *args, 1e-5,
+                                     out_axis=1)  # a Gemm weight with transB=0: [in, out]
+    np.testing.assert_allclose(xl.numpy() @ Wt + Bt, ref.numpy(), rtol=1e-4, atol=1e-4)

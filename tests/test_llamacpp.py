@@ -4,15 +4,13 @@ attribution, logits metrics; and the core without llama-cpp-python installed.
 Tests that run llama.cpp skip cleanly when llama_cpp does not import."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from breakers import gguf_edit_norm, gguf_eps, gguf_kv, gguf_swap_tokens, scale_channels
-from conftest import CORPUS, ROOT
+from conftest import CORPUS, probe
 from normaudit import kernels
 from normaudit.activations import diff_activations
 from normaudit.activations.runners import llamacpp as lc
@@ -32,34 +30,38 @@ def by_a(report):
     return {p.a: p for p in report.points}
 
 
+def _validate(doc):
+    """The document with the llama.cpp backend's keys validates against the shipped compare schema."""
+    try:
+        import jsonschema  # noqa: F401
+    except ImportError:
+        return
+    from normaudit.report import schemas
+
+    schemas.validate(doc)
+
+
 # -- without llama-cpp-python ------------------------------------------------------------------------------
 
-def test_core_works_without_llama_cpp_and_backend_says_how_to_install(real):
-    """llama_cpp made unimportable in a child process: static compare works and the llama.cpp backend is one
-    line naming the extra; with it installed, neither a static compare nor the replay backend imports it."""
+@pytest.mark.core
+def test_static_audit_never_loads_llama_cpp(real):
+    loaded, _ = probe("api", [[str(real / "hf/qwen3"), str(real / "gguf/qwen3-f32.gguf")]])
+    assert "llama_cpp" not in loaded["loaded"]
+
+
+def test_without_llama_cpp_the_backend_says_how_to_install(real):
+    """llama_cpp made unimportable in a fresh interpreter: the llama.cpp backend is one line naming the extra;
+    the replay backend never loads llama_cpp even when it is installed."""
+    pytest.importorskip("transformers", reason="activation runs need the activations extra")
     hf, gg = str(real / "hf/qwen3"), str(real / "gguf/qwen3-f32.gguf")
-    script = f"""
-import sys
-sys.modules["llama_cpp"] = None  # import llama_cpp -> ImportError
-from typer.testing import CliRunner
-from normaudit.cli import app
-r = CliRunner()
-static = r.invoke(app, ["compare", {hf!r}, {gg!r}])
-runtime = r.invoke(app, ["compare", {hf!r}, {gg!r}, "--activations", "--backend", "llama.cpp"])
-print(static.exit_code, runtime.exit_code)
-print(runtime.output.strip())
-"""
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    codes, line = res.stdout.strip().splitlines()[:2]
-    assert codes == "0 2", res.stdout + res.stderr
-    assert line.startswith("normaudit: error: the llama.cpp backend needs llama-cpp-python")
-    assert "pip install 'normaudit[llamacpp]'" in line and len(res.stdout.strip().splitlines()) == 2
-    # a static compare (torch-free) and the replay backend never import the runtime, even when it is installed
-    probe = ("import sys; from normaudit.api import audit; audit(sys.argv[1], sys.argv[2]); "
-             "print('llama_cpp' in sys.modules, 'torch' in sys.modules); "
-             "r = audit(sys.argv[1], sys.argv[2], activations=True); print(r.passed, 'llama_cpp' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", probe, hf, gg], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert res.stdout.split() == ["False", "False", "True", "False"], res.stdout + res.stderr
+    got, err = probe("cli", ["compare", hf, gg, "--activations", "--backend", "llama.cpp", "--quiet"],
+                     hide=("llama_cpp",))
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("normaudit:")]
+    assert got["code"] == 2 and len(lines) == 1, err
+    assert lines[0] == ("normaudit: error: the llama.cpp backend (llama-cpp-python) needs llama_cpp, which is not "
+                        "installed (hint: pip install 'normaudit[llamacpp]')")
+    got, _ = probe("cli", ["compare", hf, gg, "--activations", "--quiet"])
+    assert got["code"] == 0 and "llama_cpp" not in got["loaded"]
 
 
 def test_backend_option_errors_are_one_line(real):
@@ -210,6 +212,7 @@ def test_three_way_attribution_tells_conversion_from_runtime(real, tmp_path):
     rope = gguf_kv(real / "gguf/qwen3-f32.gguf", tmp_path / "rope.gguf", qwen3__rope__freq_base=100.0)
     res = runner.invoke(app, ["compare", str(hf), str(rope), "--activations", "--backend", "both", "--json", "-"])
     assert res.exit_code == 1
+    _validate(json.loads(res.stdout))
     att = json.loads(res.stdout)["activations"]["attribution"]
     assert att["first"] == {"conversion": None, "runtime": "model.layers.0.post_attention_layernorm"}  # after attention
     anomaly = json.loads(res.stdout)["activations"]["anomalies"][0]
@@ -218,9 +221,9 @@ def test_three_way_attribution_tells_conversion_from_runtime(real, tmp_path):
     assert row["cause"] == "runtime" and row["a_vs_replay"]["rel_l2"] == 0.0 and row["replay_vs_runtime"]["rel_l2"] > 0.1
     alone = diff_activations(hf, rope, backend="llama.cpp")  # without the replay: exact weights, drift anyway
     assert [a["kind"] for a in alone.anomalies] == ["runtime"] and "weights are exact" in alone.anomalies[0]["message"]
-    res = runner.invoke(app, ["compare", str(hf), str(rope), "--activations", "--backend", "both"])
-    assert "three-way attribution" in res.output and "runtime (replay vs llama.cpp) first diverges at " \
-        "model.layers.0.post_attention_layernorm" in res.output
+    res = runner.invoke(app, ["compare", str(hf), str(rope), "--activations", "--backend", "both", "--verbose"])
+    assert "three-way attribution" in res.output and "three-way attribution (rel L2 per point)" in res.output
+    assert " ".join(res.output.split()).count("first diverges at model.layers.0.post_attention_layernorm") == 1
 
 
 @needs_llama
@@ -241,6 +244,7 @@ def test_tokenizer_checks(real, tmp_path):
                               "--text", "hello world", "--json", "-"])
     doc = json.loads(res.stdout)
     assert res.exit_code == 1
+    _validate(doc)
     err = next(x for x in doc["findings"] if x["check"] == "tokenizer_mismatch")
     assert err["severity"] == "error" and "first difference at HF token 1 / llama.cpp token 2" in err["message"]
     assert err["values"]["first_difference"]["hf"][1] == [280, "he"]

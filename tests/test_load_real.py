@@ -16,17 +16,17 @@ def hf_tensors(real, name):
 
 
 @pytest.mark.parametrize("path, count, kind, eps, source, qk", [
-    ("hf/qwen3", 9, NormKind.RMS_NORM, F32_1E6, EpsSource.HF_CONFIG, 4),
+    ("hf/qwen3", 9, NormKind.RMS_NORM, F32_1E6, EpsSource.MODULE_ATTRIBUTE, 4),
     ("gguf/qwen3-f32.gguf", 9, NormKind.RMS_NORM, F32_1E6, EpsSource.GGUF_METADATA, 4),
     ("gguf/qwen3-q8_0.gguf", 9, NormKind.RMS_NORM, F32_1E6, EpsSource.GGUF_METADATA, 4),
     ("gguf/qwen3-Q4_K_M.gguf", 9, NormKind.RMS_NORM, F32_1E6, EpsSource.GGUF_METADATA, 4),
     ("onnx/qwen3-dynamo-opset18.onnx", 9, NormKind.RMS_NORM, F32_1E6, EpsSource.ONNX_CONSTANT, 4),
-    ("hf/gemma3", 13, NormKind.RMS_NORM, F32_1E6, EpsSource.HF_CONFIG, 4),
+    ("hf/gemma3", 13, NormKind.RMS_NORM, F32_1E6, EpsSource.MODULE_ATTRIBUTE, 4),
     ("gguf/gemma3-f32.gguf", 13, NormKind.RMS_NORM, F32_1E6, EpsSource.GGUF_METADATA, 4),
     ("gguf/gemma3-Q4_K_M.gguf", 13, NormKind.RMS_NORM, F32_1E6, EpsSource.GGUF_METADATA, 4),
     ("onnx/gemma3-dynamo-opset18.onnx", 13, NormKind.RMS_NORM, F32_1E6, EpsSource.ONNX_CONSTANT, 4),
     ("onnx/gemma3-dynamo-opset23.onnx", 13, NormKind.RMS_NORM, F32_1E6, EpsSource.ONNX_ATTRIBUTE, 4),
-    ("hf/bert", 5, NormKind.LAYER_NORM, F32_1E12, EpsSource.HF_CONFIG, 0),
+    ("hf/bert", 5, NormKind.LAYER_NORM, F32_1E12, EpsSource.MODULE_ATTRIBUTE, 0),
     ("onnx/bert-dynamo-opset18.onnx", 5, NormKind.LAYER_NORM, F32_1E12, EpsSource.ONNX_ATTRIBUTE, 0),
     ("onnx/bert-legacy-opset14.onnx", 5, NormKind.LAYER_NORM, F32_1E12, EpsSource.ONNX_CONSTANT, 0),
 ])

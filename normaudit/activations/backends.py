@@ -28,7 +28,7 @@ from ..match import align
 from ..model import NormModel
 from .base import RunContext, Runner, Sink
 
-BACKENDS = ("replay", "llama.cpp", "both")
+BACKENDS = lfacts.BACKENDS
 
 
 # -- runner choice -------------------------------------------------------------------------------------------

@@ -18,9 +18,11 @@ from ..config import Thresholds
 from ..errors import NormauditError, brief
 from ..formats.base import LoadOptions
 from ..formats.registry import get as get_format, load
+from ..formats.torch.hf_cache import snapshot_dir
 from ..match import align
 from ..model import NormKind, NormModel
-from . import backends, inputs as inputs_mod, verdict
+from ..progress import Progress, step
+from . import backends, inputs as inputs_mod, lockstep, verdict
 from .base import RunContext, Runner
 
 
@@ -61,6 +63,7 @@ class ActivationReport:
     weights: list[dict[str, Any]] | None = None  # each quantized tensor's error vs its source (GGUF replays)
     output: dict[str, Any] | None = None  # next-token KLD / top-1 agreement (language models)
     verdict: str = ""
+    feeds: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the inputs used (--save-inputs)
     # filled by the llama.cpp backend (activations.backends); absent for the replay backend
     attribution: dict[str, Any] = field(default_factory=dict)  # --backend both: per point and output, both legs
     tokenization: dict[str, Any] | None = None  # GGUF vocabulary vs HF tokenizer (checks: tokenizer_*)
@@ -88,10 +91,6 @@ class ActivationReport:
             out["tokenization"] = self.tokenization
         return out
 
-    def check_facts(self) -> dict[str, Any]:
-        """What the static checks read from this run (model-scope checks: tokenizer_mismatch, ...)."""
-        return {"tokenization": self.tokenization} if self.tokenization is not None else {}
-
 
 # -- sides ---------------------------------------------------------------------------------------------------
 
@@ -102,7 +101,7 @@ def build_runner(model: NormModel, ctx: RunContext) -> Runner:
 
 def _inputs(runners: list[Runner], npz: str | None, text: str | None) -> tuple[dict[str, np.ndarray], str]:
     if npz:
-        return inputs_mod.load_npz(npz), f"npz:{npz}"
+        return inputs_mod.load_inputs(npz)
     if text is not None:
         dirs = [d for r in runners for d in r.hints.tokenizer_dirs]
         return inputs_mod.tokenize(text, dirs), "text"
@@ -130,23 +129,31 @@ def _as_model(x: str | Path | NormModel, options: LoadOptions) -> NormModel:
 def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, input_npz: str | None = None,
                      text: str | None = None, model_dir: str | Path | None = None,
                      thresholds: Thresholds | None = None, sensitivity: bool = False,
-                     trust_pickle: bool = False, backend: str = "replay",
+                     trust_pickle: bool = False, progress: Progress | None = None, backend: str = "replay",
                      backend_options: dict[str, Any] | None = None) -> ActivationReport:
     """Run A and B on the same input and diff every aligned norm output and block output.
 
     ``a`` / ``b`` are loaded models (each loaded once by the caller) or paths; ``model_dir`` is the HF
-    directory a GGUF is replayed through when neither side is one.  ``backend`` runs a GGUF side by replay
-    (default), by llama.cpp itself, or ``both`` (three-way attribution): see :mod:`.backends`."""
+    directory a GGUF is replayed through when neither side is one; ``input_npz`` an ``.npz`` or a report's
+    JSON with recorded ``inputs``. Model builds, runs and the sensitivity scan report to ``progress``.
+    ``backend`` runs a GGUF side by replay (default), by llama.cpp itself, or ``both`` (three-way
+    attribution): see :mod:`.backends`."""
     th = thresholds or Thresholds()
     options = LoadOptions(trust_pickle=trust_pickle)
     ma, mb = _as_model(a, options), _as_model(b, options)
-    source_dir, source_model = (Path(model_dir), None) if model_dir else (None, None)
+    source_dir, source_model = (snapshot_dir(Path(model_dir)), None) if model_dir else (None, None)
     if source_dir is None:
         for m in (ma, mb):
             if m.format_name == "hf":
                 source_dir, source_model = Path(m.path), m
-    ctx = RunContext(options, source_dir, source_model, dict(backend_options or {}))
-    runner_a, runner_b = backends.build_runners(ma, mb, ctx, backend, build_runner)
+    ctx = RunContext(options, source_dir, source_model, progress=progress,
+                     backend_options=dict(backend_options or {}))
+
+    def build(m: NormModel, c: RunContext) -> Runner:
+        with step(progress, f"preparing {'A' if m is ma else 'B'} ({Path(m.path).name})"):
+            return build_runner(m, c)
+
+    runner_a, runner_b = backends.build_runners(ma, mb, ctx, backend, build)
     feeds, source = _inputs([runner_a, runner_b], input_npz, text)
 
     al = align(runner_a.model, runner_b.model)
@@ -162,9 +169,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
             order.append(key)
             stored[key] = (out, x)
 
-    _run(runner_a, ma.path, feeds, sink_a)
-    index = {k: i for i, k in enumerate(order)}
-    points: list[tuple[float, PointDiff]] = []
+    points: list[PointDiff] = []
     deferred: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
     vocabs = {r.hints.vocab for r in (runner_a, runner_b) if r.hints.vocab}
     output_metrics: dict[str, Any] = {}
@@ -185,8 +190,8 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
                 out = out.reshape(a_out.shape)
                 note = "reshaped B to A's layout"
             else:
-                points.append((index.get(a_key, 10**9), PointDiff(a_key, key, kind, {"rel_l2": float("nan")},
-                                                                  note=f"shape {a_out.shape} vs {out.shape}")))
+                points.append(PointDiff(a_key, key, kind, {"rel_l2": float("nan")},
+                                        note=f"shape {a_out.shape} vs {out.shape}"))
                 return
         if key == "output" and out.ndim >= 2 and out.shape[-1] in vocabs:
             output_metrics.update(kernels.next_token_metrics(a_out, out))
@@ -205,12 +210,20 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         except (ValueError, TypeError, RuntimeError):
             local = None
         label = "output (fully optimized graph)" if key == "output.optimized" else key
-        points.append((index.get(a_key, 10**9) + (0.5 if key == "output.optimized" else 0),
-                       PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note)))
+        points.append(PointDiff(a_key, label, kind, metrics(a_out, out), local, tuple(out.shape), note))
 
-    _run(runner_b, mb.path, feeds, sink_b)
+    if lockstep.can_lockstep(runner_a, runner_b):  # one block of each model in memory, each weight read once
+        with step(progress, "running A and B block by block", len(runner_a.blocks) or None, "blocks") as advance:
+            _run(lambda: lockstep.run_lockstep(runner_a, runner_b, feeds, sink_a, sink_b,
+                                               progress=lambda _key: advance(1)), ma.path, feeds)
+    else:
+        with step(progress, "running A", None, "points") as advance:
+            _run(lambda: runner_a.run(feeds, lambda *a, **k: (sink_a(*a, **k), advance(1))), ma.path, feeds)
+        with step(progress, "running B", len(order) or None, "points") as advance:
+            _run(lambda: runner_b.run(feeds, lambda *a, **k: (sink_b(*a, **k), advance(1))), mb.path, feeds)
     stored.clear()
-    ordered = [p for _, p in sorted(points, key=lambda t: t[0])]
+    index = {k: i for i, k in enumerate(order)}
+    ordered = sorted(points, key=lambda p: index.get(p.a, 10**9) + (0.5 if "optimized" in p.b else 0))
     first = next((p for p in ordered if _diverges(p, th)), None)
     # expensive local re-runs only where it matters, at the first divergence
     if first is not None and first.kind == "block" and first.a in deferred:
@@ -226,7 +239,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine,
                     "norm_local": th.activation_norm_local, "block_factor": th.activation_block_factor,
                     "block_floor": th.activation_block_floor},
-        output=output_metrics or None,
+        output=output_metrics or None, feeds=feeds,
     )
     for m, r in ((ma, runner_a), (mb, runner_b)):
         if r.replay is not None and r.replay.unmapped_gguf:
@@ -253,10 +266,10 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     return report
 
 
-def _run(runner: Runner, path: str, feeds: dict[str, np.ndarray], sink: Any) -> None:
-    """Run one side; a backend failure (shape guard, unsupported op, ...) is one line, not a traceback."""
+def _run(fn: Any, path: str, feeds: dict[str, np.ndarray]) -> None:
+    """Run a side; a backend failure (shape guard, unsupported op, ...) is one line, not a traceback."""
     try:
-        runner.run(feeds, sink)
+        fn()
     except NormauditError:
         raise
     except Exception as exc:  # the backend (torch, onnxruntime) rejected these inputs or this model

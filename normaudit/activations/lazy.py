@@ -64,6 +64,8 @@ class LazyWeights:
     reference: dict[str, Getter] | None = None
     on_unit: Callable[[str], None] | None = None  # progress: called with each unit's name before it runs
     stats: list[WeightStat] = field(default_factory=list)
+    keep: set[str] = field(default_factory=set)  # names whose values stay available after release (``kept``)
+    kept: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     missing: list[str] = field(default_factory=list)  # parameters with no source (kept at zero)
     _meta: dict[tuple[int, str], Any] = field(default_factory=dict, repr=False)
     _handles: list[Any] = field(default_factory=list, repr=False)
@@ -100,18 +102,20 @@ class LazyWeights:
                 out.append((name, mod))
         return out
 
-    def install(self) -> None:
+    def install(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """Materialize each unit on its forward pre-hook, drop it after its forward (hooks registered later,
         e.g. activation capture, still see the weights: call this before registering them... or rely on
         ``always_call`` ordering; release hooks run last because they are registered with prepend=False
         after the capture hooks by :meth:`install_release`)."""
         for name, mod in self.units():
-            self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
+            if name not in skip:
+                self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
 
-    def install_release(self) -> None:
+    def install_release(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """The post-forward hooks that free each unit: register after every capture hook."""
         for name, mod in self.units():
-            self._handles.append(mod.register_forward_hook(self._post(name), always_call=True))
+            if name not in skip:
+                self._handles.append(mod.register_forward_hook(self._post(name), always_call=True))
 
     def remove(self) -> None:
         for h in self._handles:
@@ -153,6 +157,8 @@ class LazyWeights:
                                              f"{tuple(p.shape)}", hint="is this the model it was converted from?")
                     value = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
                     self._stat(full, arr, unit)
+                    if full in self.keep:
+                        self.kept[full] = value.numpy()
                 sub._parameters[pname] = torch.nn.Parameter(value, requires_grad=False)
 
     def release(self, mod: Any) -> None:

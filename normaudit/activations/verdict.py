@@ -121,7 +121,9 @@ def summary(weights: list[dict[str, Any]] | None, output: dict[str, Any] | None,
             anomalies: list[dict[str, Any]], file_type: str | None) -> str:
     """One line for people: expected drift (with its figures) or the first anomaly."""
     if anomalies:
-        return f"{len(anomalies)} anomalies; first: {anomalies[0]['message']}"
+        first = anomalies[0]
+        return (f"{len(anomalies)} {'anomaly' if len(anomalies) == 1 else 'anomalies'}, first at {first['point']} "
+                f"({first['kind']})")
     out = next((p for p in points if p.kind == "output"), None)
     figures = [f"output rel L2 {out.metrics['rel_l2']:.3g}"] if out is not None and "rel_l2" in out.metrics else []
     if output:

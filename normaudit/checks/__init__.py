@@ -17,7 +17,7 @@ from . import fold as _fold, model as _model, pair as _pair, unmatched as _unmat
 from .base import (REGISTRY, SEVERITY_RANK, CheckSpec, Context, Finding, PairResult, Severity, check,
                    group_findings, run_scope)
 from .fold import fold_target
-from .pair import pair_convention, scale_metrics, weight_metrics
+from .pair import pair_convention, same_kind, scale_metrics, weight_metrics
 
 #: check name -> one-line description (``normaudit checks``)
 CHECKS: dict[str, str] = {name: spec.description for name, spec in REGISTRY.items()}
@@ -34,7 +34,8 @@ class CompareReport:
     fail_on: Severity = Severity.ERROR
 
     def failing(self) -> list[Finding]:
-        return [f for f in self.findings if SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
+        return [f for f in self.findings
+                if not f.suppressed and SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
 
     @property
     def passed(self) -> bool:
@@ -50,15 +51,10 @@ class CompareReport:
                 "fail_on": self.fail_on.value, "passed": self.passed}
 
 
-def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None,
-            facts: dict[str, Any] | None = None) -> CompareReport:
-    """Align the norms of ``a`` (source) and ``b`` (converted) and run every static check.
-
-    ``facts`` are what a run measured for model-scope checks to read (``ActivationReport.check_facts()``:
-    the tokenizer comparison of the llama.cpp backend)."""
+def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None) -> CompareReport:
+    """Align the norms of ``a`` (source) and ``b`` (converted) and run every static check."""
     th = thresholds or Thresholds()
     ctx = Context(a, b, th)
-    ctx.cache.update(facts or {})
     al: Alignment = align(a, b)
     ctx.cache["gguf_arch"] = al.gguf_arch
     for p in al.pairs:
@@ -69,7 +65,7 @@ def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None,
             p.b = replace(p.b, convention=p.a.convention, notes=p.b.notes + ["convention taken from A"])
         for _ in run_scope("pair", ctx, p):
             pass
-        metrics = scale_metrics(ctx, p) if p.a.kind == p.b.kind else None
+        metrics = scale_metrics(ctx, p) if same_kind(p.a, p.b) else None
         ctx.pairs.append(PairResult(p.a.id, p.b.id, p.a.kind.value, p.a.eps, p.b.eps, p.method,
                                     pair_convention(p.a, p.b, b.format), metrics))
     ctx.cache["aligned"] = al.pairs

@@ -22,7 +22,7 @@ from typing import Any, Callable, Hashable, Iterable, Literal
 from ..config import Thresholds
 from ..model import NormModel
 
-Scope = Literal["pair", "fold", "unmatched", "model"]
+Scope = Literal["pair", "fold", "unmatched", "model", "activations"]
 
 
 class Severity(str, enum.Enum):
@@ -44,10 +44,13 @@ class Finding:
     hint: str = ""
     values: dict[str, Any] = field(default_factory=dict)
     group: Hashable | None = field(default=None, repr=False, compare=False)  # one cause for many layers
+    suppressed: bool = field(default=False, compare=False)  # accepted by a baseline entry: reported, never failing
+    reason: str = field(default="", compare=False)  # the baseline entry's reason
 
     def to_dict(self) -> dict[str, Any]:
         return {"check": self.check, "severity": self.severity.value, "a": self.a, "b": self.b,
-                "message": self.message, "hint": self.hint, **({"values": self.values} if self.values else {})}
+                "message": self.message, "hint": self.hint, **({"values": self.values} if self.values else {}),
+                **({"suppressed": True, "reason": self.reason} if self.suppressed else {})}
 
 
 @dataclass

@@ -30,6 +30,8 @@ def src_text(layer: NormLayer) -> str:
         return layer.eps_detail
     if src in ("onnx_constant", "onnx_attribute", "onnx_default"):
         return f"ONNX {src.split('_', 1)[1]} ({layer.eps_detail})"
+    if src == "module_attribute" and layer.eps_detail:
+        return layer.eps_detail
     return f"{src} ({layer.eps_detail})" if layer.eps_detail else src
 
 
@@ -44,11 +46,16 @@ def _eps_hint(la: NormLayer, lb: NormLayer) -> str:
 
 # -- kind -------------------------------------------------------------------------------------------------
 
+def same_kind(la: NormLayer, lb: NormLayer) -> bool:
+    """Same kind of norm, or the same computation (InstanceNorm == GroupNorm with one group per channel)."""
+    return la.kind is lb.kind or la.computes() is lb.computes()
+
+
 @check("norm_type_mismatch", Severity.ERROR, scope="pair",
        description="RMSNorm vs LayerNorm, bias lost, GroupNorm groups changed")
 def norm_type(ctx: Context, pair: Pair) -> None:
     la, lb = pair.a, pair.b
-    if la.kind != lb.kind:
+    if not same_kind(la, lb):
         what = {frozenset({NormKind.RMS_NORM, NormKind.LAYER_NORM}):
                 "mean centring " + ("added" if lb.kind is NormKind.LAYER_NORM else "dropped")}.get(
             frozenset({la.kind, lb.kind}), "different normalization")
@@ -56,7 +63,8 @@ def norm_type(ctx: Context, pair: Pair) -> None:
                     "the converter mapped the layer to the wrong norm op (cf. RMSNorm vs LayerNorm swaps)",
                     kind_a=la.kind.value, kind_b=lb.kind.value)
         return
-    if la.kind is NormKind.GROUP_NORM and la.num_groups and lb.num_groups and la.num_groups != lb.num_groups:
+    if la.kind is lb.kind is NormKind.GROUP_NORM and la.num_groups and lb.num_groups and \
+            la.num_groups != lb.num_groups:
         ctx.finding("norm_type_mismatch", la.id, lb.id, f"GroupNorm groups {la.num_groups} in A, {lb.num_groups} in B",
                     "groups must be preserved", groups_a=la.num_groups, groups_b=lb.num_groups)
     if la.bias is not None and lb.bias is None and la.kind is not NormKind.RMS_NORM:
@@ -101,7 +109,8 @@ def eps(ctx: Context, pair: Pair) -> None:
     if abs(ea - eb) <= ctx.th.eps_rtol * max(abs(ea), abs(eb)):
         return
     # one key (a GGUF metadata key, a config.json entry) sets every layer's eps: grouped to one finding
-    wide = tuple(f"{x.eps_source.value}:{x.eps_detail}" for x in (la, lb) if x.eps_source.value in _MODEL_WIDE)
+    wide = tuple(f"{x.eps_source.value}:{x.eps_key or x.eps_detail}" for x in (la, lb)
+                 if x.eps_key or x.eps_source.value in _MODEL_WIDE)
     group = (ea, eb, wide, f"{src_text(lb)} is {lb.eps:g}", f"{src_text(la)} says {la.eps:g}") if wide else None
     ctx.finding("eps_mismatch", la.id, lb.id, f"eps {la.eps:g} in A, {lb.eps:g} in B ({src_text(lb)})",
                 _eps_hint(la, lb), group=group, eps_a=la.eps, eps_b=lb.eps)
@@ -132,7 +141,7 @@ def conv_text(layer: NormLayer) -> str:
        description="B's norm is all ones/zeros (left at init) while A's is not")
 def weights(ctx: Context, pair: Pair) -> None:
     la, lb = pair.a, pair.b
-    if la.kind != lb.kind:
+    if not same_kind(la, lb):
         return  # norm_type_mismatch says it; weights of different kinds are not comparable
     sa, sb = la.scale(), lb.scale()
     if sa is not None and sb is not None:

@@ -78,6 +78,9 @@ RUNTIME_REL_L2: dict[str, float] = {"F32": 2e-3, "F16": 1e-2, "quantized": 6e-2}
 TOKENIZER_PROBE_TEXT = ("The quick brown fox jumps over the lazy dog. 1234 + 5678 = 6912\n"
                         "  Two spaces, a\ttab, ünïcödé, ß, 日本語, emoji 🙂 and a trailing space ")
 
+#: how ``compare --activations`` runs a GGUF side (``--backend``)
+BACKENDS = ("replay", "llama.cpp", "both")
+
 #: the pip extra that installs the runtime
 INSTALL_HINT = "pip install 'normaudit[llamacpp]'"
 

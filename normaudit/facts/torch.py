@@ -36,10 +36,18 @@ ATEN_NORMS: dict[str, AtenNorm] = {
 }
 #: eps of an aten norm op called without one (torch.nn.functional defaults)
 ATEN_DEFAULT_EPS = 1e-5
-#: aten ops a BatchNorm can be folded into -> conv / linear
+#: aten ops a BatchNorm can be folded into -> conv / conv_transpose / linear
 ATEN_LINEAR: dict[str, str] = {"aten.conv2d.default": "conv", "aten.conv1d.default": "conv",
                                "aten.conv3d.default": "conv", "aten.convolution.default": "conv",
+                               "aten.conv_transpose1d.default": "conv_transpose",
+                               "aten.conv_transpose2d.input": "conv_transpose",
+                               "aten.conv_transpose3d.input": "conv_transpose",
                                "aten.linear.default": "linear"}
+#: transposed convs: argument index of ``groups`` (their weight is [C_in, C_out/groups, k...]: output channels on
+#: axis 1); aten.convolution is transposed when its ``transposed`` argument (index 6) is set, groups at index 8
+ATEN_TRANSPOSED_GROUPS: dict[str, int] = {"aten.conv_transpose1d.default": 6, "aten.conv_transpose2d.input": 6,
+                                          "aten.conv_transpose3d.input": 6}
+ATEN_CONVOLUTION = ("aten.convolution.default", 6, 8)  # target, index of ``transposed``, index of ``groups``
 #: aten ops that only change dtype / alias a value (followed through when matching decomposed norms)
 ATEN_CASTS: tuple[str, ...] = ("aten.to.dtype", "aten._to_copy.default", "aten.type_as.default", "aten.clone.default",
                                "aten.to.dtype_layout", "aten.alias.default")
@@ -79,5 +87,7 @@ INSTANCE_NORM_RE = re.compile(r"instance_?norm", re.IGNORECASE)
 
 
 def qk_role(module_path: str) -> Role:
-    """QK_NORM when the module's last name marks a query/key norm (q_norm, k_layernorm, ...)."""
-    return Role.QK_NORM if QK_NORM_RE.search((module_path or "").rsplit(".", 1)[-1]) else Role.NONE
+    """QK_NORM when the module's name marks a query/key norm (q_norm, k_layernorm, ...; also one norm per head
+    inside it: StableLM's ``q_layernorm.norms.0``)."""
+    parts = [p for p in (module_path or "").split(".") if p and not p.isdigit() and p != "norms"]
+    return Role.QK_NORM if parts and QK_NORM_RE.search(parts[-1]) else Role.NONE

@@ -5,11 +5,12 @@ Adding a format is one module implementing :class:`Format` plus one line in :mod
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..fileio import open_random
 
 if TYPE_CHECKING:
     from ..model import NormModel
@@ -21,6 +22,8 @@ class LoadOptions:
 
     trust_pickle: bool = False  # allow unpickling (runs code from the file)
     config: Path | None = None  # HF config.json for a bare state_dict / safetensors file
+    trust_remote_code: bool = False  # let transformers run a checkpoint's own modeling code (auto_map)
+    revision: str | None = None  # Hugging Face cache folder: ref name or commit to open (default refs/main)
 
 
 class Probe:
@@ -33,7 +36,7 @@ class Probe:
         self.is_dir = path.is_dir()
         self.head = b""
         if not self.is_dir:
-            with path.open("rb") as fh:
+            with open_random(path) as fh:
                 self.head = fh.read(self.HEAD_BYTES)
 
     @cached_property
@@ -49,6 +52,8 @@ class Probe:
         """Member names of a zip archive (at most 10000), [] if it is not a readable zip."""
         if not self.is_zip:
             return []
+        import zipfile
+
         try:
             with zipfile.ZipFile(self.path) as zf:
                 return zf.namelist()[:10000]

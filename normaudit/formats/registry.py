@@ -73,11 +73,12 @@ def detect(path: Path) -> str:
 
 
 def load(path: str | Path, format: str | None = None, *, trust_pickle: bool = False,
-         config: str | Path | None = None, allow_empty: bool = False) -> NormModel:
+         config: str | Path | None = None, revision: str | None = None, allow_empty: bool = False) -> NormModel:
     """Load every norm layer of a model file or HF directory.
 
     ``format`` overrides detection (one of :data:`FORMATS`); ``config`` is an HF config.json for a bare
-    state_dict or safetensors file; ``trust_pickle`` allows unpickling full modules (runs code!).
+    state_dict or safetensors file; ``revision`` picks the snapshot of a Hugging Face cache folder
+    (``models--org--name``); ``trust_pickle`` allows unpickling full modules (runs code!).
     Raises :class:`NormauditError` subclasses with a one-line message on any problem with the file; any
     other exception is a bug in normaudit.
     """
@@ -86,7 +87,10 @@ def load(path: str | Path, format: str | None = None, *, trust_pickle: bool = Fa
     if not p.exists():
         raise NormauditError(f"{p}: no such file or directory")
     fmt = fmt or get(detect(p))
-    options = LoadOptions(trust_pickle=trust_pickle, config=Path(config) if config else None)
+    if revision is not None and fmt.name != "hf":
+        raise NormauditError(f"{p}: --revision applies to a Hugging Face cache folder (models--org--name), "
+                             f"not to a {fmt.description}")
+    options = LoadOptions(trust_pickle=trust_pickle, config=Path(config) if config else None, revision=revision)
     try:
         model = fmt.load(p, options)
     except MemoryError:

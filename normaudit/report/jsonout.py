@@ -1,4 +1,4 @@
-"""JSON documents (schemas documented in the README)."""
+"""JSON documents (JSON Schemas in normaudit/report/schema/, documented in the README)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,23 @@ from pathlib import Path
 from typing import Any
 
 
-def _clean(obj: Any) -> Any:
+def clean(obj: Any) -> Any:
     """JSON has no NaN/inf: write them as null so every parser accepts the document."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, (bytes, bytearray)):  # a protobuf string field that is not valid UTF-8
         return bytes(obj).decode("utf-8", "replace")
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _clean(obj.item())
+        return clean(obj.item())
     return obj
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(_clean(doc), indent=2, allow_nan=False)
+    return json.dumps(clean(doc), indent=2, allow_nan=False)
 
 
 def write_json(doc: dict[str, Any], target: str) -> None:
@@ -36,3 +36,4 @@ def write_json(doc: dict[str, Any], target: str) -> None:
         sys.stdout.flush()
     else:
         Path(target).write_text(text)
+

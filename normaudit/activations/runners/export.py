@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptFile, brief
+from ...extras import require
 from ...model import NormModel
 from ..base import InputHints, RunContext, Sink, as_numpy, block_key
 
 
 def export_runner(path: Path, model: NormModel, ctx: RunContext) -> "ExportRunner":
     """Load the program for running (after the loader refused anything that would unpickle) and learn its inputs."""
-    import torch
+    torch = require("torch", f"{path}: running a torch.export program", extra="activations")
 
     from ...formats.torch.pt2_archive import refuse_unsafe
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import NormauditError, brief
+from ...extras import require
 from ...facts.hf import ALL_EPS_KEYS, TEXT_CONFIG_KEYS
 from ...model import NormModel
 from ..base import InputHints, RunContext, Sink, as_numpy
@@ -124,15 +125,12 @@ class ModuleRunner:
 
 # -- Hugging Face ---------------------------------------------------------------------------------------
 
-def _transformers() -> Any:
+def _transformers(model_dir: Path) -> Any:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise NormauditError("activation diffs of Hugging Face models need transformers",
-                             hint="pip install 'normaudit[hf]'") from None
+    require("torch", f"{model_dir}: running a Hugging Face model", extra="activations")
+    transformers = require("transformers", f"{model_dir}: running a Hugging Face model", extra="activations")
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     return transformers
@@ -140,7 +138,7 @@ def _transformers() -> Any:
 
 def load_hf_module(model_dir: Path, eps_override: float | None = None) -> Any:
     """A transformers model from a local directory (never the hub), eager attention, float32, all weights."""
-    transformers = _transformers()
+    transformers = _transformers(model_dir)
     try:
         config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         if eps_override is not None:
@@ -197,12 +195,13 @@ def config_vocab(model: NormModel) -> int | None:
     return None
 
 
-def meta_module(model_dir: Path, eps_override: float | None = None) -> Any:
+def meta_module(model_dir: Path, eps_override: float | None = None, trust_remote_code: bool = False) -> Any:
     """The transformers architecture of ``model_dir`` with parameters on the meta device (no memory, no weights
     read), buffers real; eager attention, float32.  Never the hub, never remote code."""
-    transformers = _transformers()
+    transformers = _transformers(model_dir)
     try:
-        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
+                                                         trust_remote_code=trust_remote_code)
         if eps_override is not None:
             _set_config_eps(config, eps_override)
         config._attn_implementation = "eager"
@@ -211,7 +210,8 @@ def meta_module(model_dir: Path, eps_override: float | None = None) -> Any:
         import torch
 
         with params_on_meta(), torch.device("cpu"):
-            module = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
+            module = cls(config) if cls is not None else transformers.AutoModel.from_config(
+                config, trust_remote_code=trust_remote_code)
     except NormauditError:
         raise
     except Exception as exc:  # transformers raises many types for configs it cannot build
@@ -251,7 +251,7 @@ def hf_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
 
 def module_runner(path: Path, model: NormModel, ctx: RunContext) -> ModuleRunner:
     """A trusted pickled nn.Module, run in this process (--trust-pickle: the user vouches for the file)."""
-    import torch
+    torch = require("torch", f"{path}: running a PyTorch module", extra="activations")
 
     if model.container != "module" or not ctx.options.trust_pickle:
         raise NormauditError(f"{path}: a state_dict has no code to run", hint="use the HF dir or the .pt2")

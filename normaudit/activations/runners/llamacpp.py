@@ -46,16 +46,14 @@ class _TensorHead(ctypes.Structure):
 
 
 def require() -> Any:
-    """The llama_cpp module, or one line saying how to install it."""
+    """The llama_cpp module, or one line saying how to install it (:class:`normaudit.extras.MissingExtra`)."""
+    from ...extras import require as require_extra
+
     try:
-        import llama_cpp
-    except ImportError:
-        raise NormauditError("the llama.cpp backend needs llama-cpp-python, which is not installed",
-                             hint=facts.INSTALL_HINT) from None
+        return require_extra("llama_cpp", "the llama.cpp backend (llama-cpp-python)", "llamacpp")
     except (OSError, RuntimeError) as exc:  # installed, but its compiled library does not load
         raise NormauditError(f"llama-cpp-python is installed but its llama.cpp library does not load "
                              f"({brief(exc)})", hint=f"reinstall it: {facts.INSTALL_HINT}") from None
-    return llama_cpp
 
 
 def available() -> bool:
@@ -176,6 +174,7 @@ class LlamaCppRunner:
     replay: Any = None  # the GGUF's tensors mapped to the source's (when the source is known): weight errors
     weights: Any = None  # MeasuredWeights (when the source is known)
     runtime = True  # the attribution layer looks for this
+    blocks: dict[str, str] = {}  # no block modules: never run in lockstep with a module runner
 
     def __init__(self, path: Path, model: NormModel, n_threads: int | None = None, kv_cache: str = "f32",
                  flash_attention: str = "off") -> None:

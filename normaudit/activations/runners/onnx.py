@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ...errors import NormauditError, reading
+from ...formats.onnx.graph import contained_file
+from ...extras import check
 from ...model import NormModel
 from ..base import InputHints, Sink, block_key
 
@@ -21,13 +25,15 @@ class OnnxRunner:
     def __init__(self, path: Path, model: NormModel, optimized_output: bool = True) -> None:
         import onnx
 
+        check("onnxruntime", f"{path}: running an ONNX model", extra="activations")
+
         from ...formats.onnx.graph import module_of
 
         self.path = path
         self.model = model
         self.extra: dict[str, str] = {}  # tensor -> key: outputs standing in for a norm (a conv a BN was folded into)
         with reading(path, "cannot load the ONNX model to run it"):
-            self.proto = onnx.load(str(path))
+            self.proto = onnx.load(str(path), load_external_data=False)  # weights stay in their files
         self.norms = {n.output_name: n for n in model.norms if n.output_name}
         self.norm_inputs = {n.input_name for n in model.norms if n.input_name}
         self.compare_optimized = optimized_output
@@ -52,13 +58,40 @@ class OnnxRunner:
         self._nodes = {n.name: n for n in graph.node if n.name}
         self.label = "onnxruntime ORT_ENABLE_ALL on the graph with exposed outputs (fusions across them disabled)"
 
-    def _session(self, model: Any) -> Any:
+    def _options(self) -> Any:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return opts
+
+    def _session(self, model: Any) -> Any:
+        """An onnxruntime session for a (modified) graph.  Without external data the graph goes in as bytes; with
+        it (models over 2 GB), the graph is written to a temporary folder beside hard links to its data files,
+        so onnxruntime reads the weights from disk (never a >2 GB protobuf, never a copy of the weights)."""
+        import onnxruntime as ort
+
+        external = sorted({e.value for t in model.graph.initializer if t.data_location == 1
+                           for e in t.external_data if e.key == "location"})
+        if not external:
+            return ort.InferenceSession(model.SerializeToString(), self._options(), providers=["CPUExecutionProvider"])
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="normaudit-onnx-") as tmp:
+            for location in external:
+                src, _ = contained_file(self.path.parent, location, f"{self.path}: external data")
+                dst = Path(tmp) / location
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dst)  # onnxruntime refuses symlinks leaving the model's folder
+                except OSError:
+                    raise NormauditError(f"{self.path}: cannot stage external data {location!r} for onnxruntime "
+                                         "(a hard link into a temporary folder failed: another filesystem?)",
+                                         hint="set TMPDIR to a folder on the model's filesystem") from None
+            onnx.save(model, str(Path(tmp) / "model.onnx"))
+            return ort.InferenceSession(str(Path(tmp) / "model.onnx"), self._options(),
+                                        providers=["CPUExecutionProvider"])
 
     def feeds(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from onnx import helper
@@ -118,7 +151,9 @@ class OnnxRunner:
         sink("output", "output", values[self.proto.graph.output[0].name].astype(np.float32), None)
         del values
         if self.compare_optimized:
-            plain = self._session(self.proto)
+            import onnxruntime as ort
+
+            plain = ort.InferenceSession(str(self.path), self._options(), providers=["CPUExecutionProvider"])
             out = plain.run([self.proto.graph.output[0].name], feeds)[0]
             sink("output.optimized", "output", out.astype(np.float32), None)
 

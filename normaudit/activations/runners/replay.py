@@ -16,12 +16,14 @@ import numpy as np
 
 from ... import kernels
 from ...errors import NormauditError
+from ...extras import require
 from ...facts import gguf as gguf_facts
 from ...facts.hf import ONE_PLUS_EXCEPTIONS
 from ...formats.gguf import eps_keys
 from ...formats.gguf.names import name_map
 from ...formats.gguf.reader import GgufFile
 from ...model import NormKind, NormModel
+from ...progress import Progress, step
 from ..base import RunContext
 from ..base import InputHints
 from ..lazy import LazyWeights
@@ -87,10 +89,11 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
     gt.unmapped_gguf = [n for n in gf.tensors if n not in used]
 
 
-def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors]:
+def replay_model(hf_dir: Path, gguf: Path | NormModel, progress: Progress | None = None) -> tuple[Any, GgufTensors]:
     """The HF architecture of ``hf_dir`` with all of the GGUF's weights and its eps, in memory (small models,
     benchmarks); activation diffs stream it instead (:func:`replay_runner`)."""
-    import torch
+    label = gguf.path if isinstance(gguf, NormModel) else gguf
+    torch = require("torch", f"{label}: replaying a GGUF", extra="activations")
 
     gf = gguf.handle if isinstance(gguf, NormModel) else GgufFile(Path(gguf))
     gt = open_gguf(gf)
@@ -98,8 +101,9 @@ def replay_model(hf_dir: Path, gguf: Path | NormModel) -> tuple[Any, GgufTensors
     state = model.state_dict()
     map_tensors(gt, list(state))
     missing = []
-    with torch.no_grad():
+    with torch.no_grad(), step(progress, f"loading {Path(gf.path).name} weights", len(state), "tensors") as advance:
         for name, tensor in state.items():
+            advance(1)
             if name in gt.mapping:
                 value = torch.from_numpy(gt.mapping[name][1]())
                 if tuple(value.shape) != tuple(tensor.shape):

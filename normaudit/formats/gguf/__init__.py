@@ -68,6 +68,7 @@ def load_gguf(path: Path) -> NormModel:
             id=base, kind=kind, eps=eps,
             eps_source=EpsSource.GGUF_METADATA if eps is not None else EpsSource.UNKNOWN,
             eps_detail=keys.get(kind, "") if eps is not None else "no eps key in the GGUF metadata",
+            eps_key=keys.get(kind, "") if eps is not None else "",
             weight=tensor_ref(gf, parts["weight"]) if "weight" in parts else None,
             bias=tensor_ref(gf, parts["bias"]) if "bias" in parts else None,
             num_groups=int(groups) if kind is NormKind.GROUP_NORM and groups else None,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptFile
-from ...fileio import pread_exact
+from ...fileio import open_random, pread_exact
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -32,6 +32,7 @@ MAX_ELEMENTS = 1 << 40  # elements in one tensor
 # scalar value types -> struct format (little endian), from gguf-py's GGUFValueType numbering
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
           7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 
@@ -111,6 +112,27 @@ class _Cursor:
         self.need(n, what)
         self.pos += n
 
+    def skip_strings(self, count: int, what: str) -> None:
+        """Skip ``count`` length-prefixed strings (a tokenizer array: 32000+ of them) in one tight loop over the
+        buffer; every string must end inside the file."""
+        unpack = _U64.unpack_from
+        i = 0
+        while i < count:
+            if not (self.buf_start <= self.pos and self.pos + 8 <= self.buf_start + len(self.buf)):
+                self.need(8, f"string #{i} of {what}")
+                self.fh.seek(self.pos)
+                self.buf, self.buf_start = self.fh.read(1 << 20), self.pos
+            buf, base = self.buf, self.buf_start
+            p, end = self.pos - base, len(buf)
+            while i < count and p + 8 <= end:
+                p += 8 + unpack(buf, p)[0]
+                i += 1
+                if p > end:  # this string runs past the buffer: check it against the file, then refill
+                    break
+            self.pos = base + p
+            if self.pos > self.size:
+                raise self._fail(f"string #{i - 1} of {what} runs beyond the end of the file")
+
 
 class GgufFile:
     """A GGUF file's metadata and tensor table, read once and validated."""
@@ -119,7 +141,7 @@ class GgufFile:
         self.path = Path(path)
         try:
             self.size = self.path.stat().st_size
-            with self.path.open("rb") as fh:
+            with open_random(self.path) as fh:
                 self._parse(_Cursor(fh, self.path, self.size))
         except OSError as exc:
             raise CorruptFile(f"{path}: cannot read GGUF file ({exc.strerror or exc})") from None
@@ -183,9 +205,7 @@ class GgufFile:
             cur.skip(nbytes, f"array {key} ({count} elements)")
         elif item_type == _STRING:
             cur.need(count * 8, f"array {key} ({count} strings)")  # each string has at least its length
-            for i in range(count):
-                n = cur.unpack("Q", f"string #{i} of {key}")
-                cur.skip(n, f"string #{i} of {key}")
+            cur.skip_strings(count, key)
             nbytes = cur.pos - start
         else:  # arrays of arrays do not occur in GGUF files llama.cpp writes or reads
             raise CorruptFile(f"{self.path}: corrupt GGUF: array {key} has unsupported element type {item_type}")

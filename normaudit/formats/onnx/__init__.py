@@ -1,5 +1,6 @@
-"""ONNX: fused norm ops (ONNX and ONNX Runtime contrib) and the decomposed patterns exporters write, with eps
-read from the attribute or from the Add(eps) constant; convs/Gemms kept for BatchNorm fold checks."""
+"""ONNX: fused norm ops (ONNX and ONNX Runtime contrib) and decomposed norms recognised by what their values
+compute, with eps read from the attribute or from the Add(eps) constant; convs/ConvTransposes/Gemms kept for
+BatchNorm fold checks."""
 
 from __future__ import annotations
 
@@ -9,24 +10,33 @@ from typing import Any
 
 from ...errors import CorruptFile, reading
 from ...facts.torch import qk_role
-from ...model import LinearOp, NormKind, NormLayer, NormModel, unique_ids
+from ...facts.onnx import FOLD_TARGETS
+from ...model import Convention, LinearOp, NormKind, NormLayer, NormModel, unique_ids
 from ..base import LoadOptions, Probe
 from .graph import OnnxGraph, attr, metadata, module_of
-from .patterns import Found, decomposed, fused, group_norm_from_instance, layer_id
+from .dataflow import Flow
+from .patterns import (Found, batch_norm_of_own_statistics, centred_rms, decomposed, fused, instance_norm,
+                       layer_id)
 
 
 def find_norms(g: OnnxGraph) -> list[Found]:
-    """Every norm in graph order: fused ops first, else a decomposed pattern anchored at the node."""
+    """Every norm in graph order: fused ops first (and what they really compute), else a decomposed norm anchored
+    at its Add(eps) node."""
     used: set[int] = set()
     found_list: list[Found] = []
+    flow = Flow(g)
     for node in g.nodes:
         if id(node) in used:
             continue
         found = fused(g, node)
         if found is not None and found.kind is NormKind.INSTANCE_NORM:
-            found = group_norm_from_instance(g, found, node)
+            found = instance_norm(g, found, node)
+        elif found is not None and found.kind is NormKind.RMS_NORM and node.op_type == "RMSNormalization":
+            found = centred_rms(g, found, node)
+        elif found is not None and found.kind is NormKind.BATCH_NORM:
+            found = batch_norm_of_own_statistics(g, found, node)
         if found is None:
-            found = decomposed(g, node)
+            found = decomposed(g, node, flow)
         if found is None:
             continue
         used.update(id(n) for n in found.nodes)
@@ -44,7 +54,8 @@ def _layer(g: OnnxGraph, found: Found) -> NormLayer:
         running_mean=found.mean.ref() if found.mean else None,
         running_var=found.var.ref() if found.var else None,
         num_groups=int(found.num_groups) if found.num_groups else None,
-        axis=found.axis, module=module, role=qk_role(module),
+        axis=found.axis, axes_exact=found.axes_exact, module=module, role=qk_role(module),
+        convention=Convention.ONE_PLUS if found.one_plus else Convention.SCALE,
         nodes=[n.name or n.output[0] for n in found.nodes], notes=list(found.notes),
         input_name=found.input_name, output_name=found.output_name,
     )
@@ -55,19 +66,30 @@ def _layer(g: OnnxGraph, found: Found) -> NormLayer:
 
 
 def _linear_ops(g: OnnxGraph) -> list[LinearOp]:
-    """Convs and Gemms with constant weights: where BatchNorms get folded to."""
+    """Convs, ConvTransposes and Gemms with constant weights: where BatchNorms get folded to, with the weight
+    layout (output-channel axis, groups) and Gemm's alpha / beta."""
     ops = []
     for node in g.nodes:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+        target = FOLD_TARGETS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if target is None or len(node.input) < 2:
             continue
         w = g.const(node.input[1])
         if w is None:
             continue
         b = g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if node.op_type == "Gemm" and not attr(node, "transB", 0):
-            continue  # weight is (in, out): not the layout a folded BN scales per row
-        ops.append(LinearOp(node.name or node.output[0], "conv" if node.op_type == "Conv" else "linear",
-                            w.ref(), b.ref() if b else None, module_of(node), [node.name]))
+        op, out_axis = target
+        groups, alpha, beta = 1, 1.0, 1.0
+        if node.op_type == "Gemm":
+            if attr(node, "transA", 0) or len(w.shape) != 2:
+                continue
+            out_axis = 0 if attr(node, "transB", 0) else 1
+            alpha, beta = float(attr(node, "alpha", 1.0)), float(attr(node, "beta", 1.0))
+        elif node.op_type == "ConvTranspose":
+            groups = int(attr(node, "group", 1) or 1)
+            if len(w.shape) < 2 or groups < 1 or w.shape[0] % groups:
+                continue
+        ops.append(LinearOp(node.name or node.output[0], op, w.ref(), b.ref() if b else None, module_of(node),
+                            [node.name], out_axis=out_axis, groups=groups, alpha=alpha, beta=beta))
     return ops
 
 

@@ -9,51 +9,72 @@ from typing import Any
 from ...errors import CorruptFile, NormauditError, UntrustedPickle
 from ...model import NormModel
 from ..base import LoadOptions, Probe
+from .hf_cache import REPO_PREFIX, ModelFolder, model_folder
 from .hf_config import read_config, read_json
 from .names import model_from_tensors
 from .pickle_guard import require_trust, state_dict_refs
 from .tensors import safetensors_refs
 
 
-def _config_for(path: Path, config_path: Path | None) -> dict[str, Any] | None:
+def _config_for(path: Path, config_path: Path | None) -> tuple[dict[str, Any] | None, Path | None]:
+    """(config, the folder holding it) for a bare checkpoint: --config, else a config.json beside the file."""
     if config_path:
-        return read_config(config_path)
+        return read_config(config_path), config_path.parent
     beside = path.parent / "config.json"
-    return read_config(beside) if beside.is_file() else None
+    return (read_config(beside), path.parent) if beside.is_file() else (None, None)
 
 
-def load_safetensors(path: Path, config_path: Path | None = None) -> NormModel:
-    config = _config_for(path, config_path)
-    return model_from_tensors(path, "safetensors", safetensors_refs([path]), config)
+def load_safetensors(path: Path, config_path: Path | None = None, trust_remote_code: bool = False) -> NormModel:
+    config, where = _config_for(path, config_path)
+    return model_from_tensors(path, "safetensors", safetensors_refs([path]), config, where, trust_remote_code)
 
 
-def load_hf_dir(path: Path) -> NormModel:
-    config_file = path / "config.json"
-    config = read_config(config_file) if config_file.is_file() else None
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        doc = read_json(index)
-        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-        if not isinstance(weight_map, dict):
-            raise CorruptFile(f"{index}: unreadable safetensors index (no weight_map object)")
-        files = []
-        for name in dict.fromkeys(weight_map.values()):
-            f = (path / str(name)).resolve()
-            if path.resolve() not in f.parents or not f.is_file():
-                raise CorruptFile(f"{index}: shard {name!r} is missing or outside the model folder")
-            files.append(f)
-        refs = safetensors_refs(files)
-    elif sorted(path.glob("*.safetensors")):
-        refs = safetensors_refs(sorted(path.glob("*.safetensors")))
-    elif (path / "pytorch_model.bin").is_file():
-        refs = state_dict_refs(path / "pytorch_model.bin")
+def _shards(folder: ModelFolder, index_name: str) -> list[Path]:
+    """The shard files an index's weight_map names, each resolved inside the model folder, in order."""
+    index = folder.file(index_name, "shard index")
+    doc = read_json(index)
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CorruptFile(f"{folder.dir / index_name}: unreadable shard index (no weight_map object)")
+    files = []
+    for name in dict.fromkeys(weight_map.values()):
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise CorruptFile(f"{folder.dir / index_name}: shard {name!r} is not a file name in the model folder")
+        files.append(folder.file(name, f"shard {name!r} of {index_name}"))
+    return files
+
+
+def load_hf_dir(path: Path, revision: str | None = None, trust_remote_code: bool = False) -> NormModel:
+    """A Hugging Face model folder: plain, a hub-cache ``models--org--name`` folder (at ``revision``, refs/main
+    or the newest snapshot) or one of its snapshots; every file it reads resolves inside the folder (for the
+    cache: inside ``models--org--name``, where the snapshot's symlinks point)."""
+    folder = model_folder(path, revision)
+    config = read_config(folder.file("config.json", "config.json")) if folder.has("config.json") else None
+    if folder.has("model.safetensors.index.json"):
+        refs = safetensors_refs(_shards(folder, "model.safetensors.index.json"))
+    elif folder.glob("*.safetensors"):
+        refs = safetensors_refs([folder.file(n, "safetensors file") for n in folder.glob("*.safetensors")])
+    elif folder.has("pytorch_model.bin.index.json"):
+        refs = {}
+        for shard in _shards(folder, "pytorch_model.bin.index.json"):
+            refs.update(state_dict_refs(shard))
+    elif folder.has("pytorch_model.bin"):
+        refs = state_dict_refs(folder.file("pytorch_model.bin", "pytorch_model.bin"))
     else:
-        raise NormauditError(f"{path}: directory has no model.safetensors, safetensors index or pytorch_model.bin",
-                             hint="point normaudit at a Hugging Face model folder or a model file")
-    return model_from_tensors(path, "hf_dir", refs, config)
+        repos = sorted(p.name for p in path.glob(REPO_PREFIX + "*"))[:5] if path.is_dir() else []
+        raise NormauditError(
+            f"{folder.dir}: directory has no model.safetensors, safetensors index, pytorch_model.bin or .bin index",
+            hint=("a Hugging Face cache: point normaudit at one model folder, e.g. " + path.name + "/" + repos[0]
+                  if repos else "point normaudit at a Hugging Face model folder or a model file"))
+    where = folder.dir if folder.how else path
+    model = model_from_tensors(where, "hf_dir", refs, config, folder.dir if config else None, trust_remote_code)
+    if folder.how:
+        model.notes.append(f"Hugging Face cache: {folder.how}")
+    return model
 
 
-def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: bool = False) -> NormModel:
+def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: bool = False,
+                    trust_remote_code: bool = False) -> NormModel:
     try:
         refs = state_dict_refs(path)
     except UntrustedPickle:
@@ -62,7 +83,8 @@ def load_state_dict(path: Path, config_path: Path | None = None, trust_pickle: b
         from .modules import load_pickled_module
 
         return load_pickled_module(path)
-    return model_from_tensors(path, "state_dict", refs, _config_for(path, config_path))
+    config, where = _config_for(path, config_path)
+    return model_from_tensors(path, "state_dict", refs, config, where, trust_remote_code)
 
 
 def _zip_kind(probe: Probe) -> str | None:
@@ -88,7 +110,7 @@ class SafetensorsFormat:
         return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < probe.size
 
     def load(self, path: Path, options: LoadOptions) -> NormModel:
-        return load_safetensors(path, options.config)
+        return load_safetensors(path, options.config, options.trust_remote_code)
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         raise NormauditError(f"{path}: a safetensors file has no code to run",
@@ -104,7 +126,7 @@ class HfDirFormat:
         return probe.is_dir
 
     def load(self, path: Path, options: LoadOptions) -> NormModel:
-        return load_hf_dir(path)
+        return load_hf_dir(path, options.revision, options.trust_remote_code)
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         from ...activations.runners.hf import hf_runner
@@ -123,7 +145,7 @@ class StateDictFormat:
         return probe.head[:1] == b"\x80" and len(probe.head) > 1 and probe.head[1] <= 5  # legacy pickle
 
     def load(self, path: Path, options: LoadOptions) -> NormModel:
-        return load_state_dict(path, options.config, options.trust_pickle)
+        return load_state_dict(path, options.config, options.trust_pickle, options.trust_remote_code)
 
     def runner(self, path: Path, model: NormModel, ctx: Any) -> Any:
         from ...activations.runners.hf import module_runner

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptFile, UnsupportedFormat, brief
-from ...facts.torch import ATEN_CASTS, ATEN_DEFAULT_EPS, ATEN_LINEAR, ATEN_NORMS, qk_role
+from ...facts.torch import (ATEN_CASTS, ATEN_CONVOLUTION, ATEN_DEFAULT_EPS, ATEN_LINEAR, ATEN_NORMS,
+                             ATEN_TRANSPOSED_GROUPS, qk_role)
 from ...model import Convention, EpsSource, LinearOp, NormKind, NormLayer, NormModel, TensorRef, unique_ids
 from .pt2_archive import Pt2Node, read_pt2
 from .tensors import torch_ref
@@ -84,7 +85,14 @@ def norms_from_graph(nodes: Any, ref_for: Any) -> tuple[list[NormLayer], list[Li
             if w is not None:
                 b = ref_for(node.args[2]) if len(node.args) > 2 else None
                 module = _module_path(node) or w.name.rsplit(".", 1)[0]
-                linear_ops[node.name] = LinearOp(module, ATEN_LINEAR[target], w, b, module, [node.name])
+                op, out_axis, groups = ATEN_LINEAR[target], 0, 1
+                transposed = target in ATEN_TRANSPOSED_GROUPS or (
+                    target == ATEN_CONVOLUTION[0] and bool(_arg(node, ATEN_CONVOLUTION[1], "transposed")))
+                if transposed:
+                    g_arg = _arg(node, ATEN_TRANSPOSED_GROUPS.get(target, ATEN_CONVOLUTION[2]), "groups")
+                    op, out_axis, groups = "conv_transpose", 1, g_arg if isinstance(g_arg, int) and g_arg > 0 else 1
+                linear_ops[node.name] = LinearOp(module, op, w, b, module, [node.name], out_axis=out_axis,
+                                                 groups=groups)
             continue
         spec = ATEN_NORMS.get(target)
         if spec is not None:

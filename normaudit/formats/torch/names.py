@@ -62,10 +62,10 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
         else:
             kind = NormKind.LAYER_NORM if "bias" in parts else NormKind.RMS_NORM
             notes.append("kind guessed from the tensors (bias -> LayerNorm, none -> RMSNorm): no config")
-        eps, source, detail = None, EpsSource.UNKNOWN, ""
+        eps, source, detail, key = None, EpsSource.UNKNOWN, "", ""
         hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ())) if config else None
         if hit is not None:
-            eps, source, detail = float(np.float32(hit[0])), EpsSource.HF_CONFIG, f"config.json {hit[1]}"
+            eps, source, detail, key = float(np.float32(hit[0])), EpsSource.HF_CONFIG, f"config.json {hit[1]}", hit[1]
         elif not config:
             detail = "a state_dict stores no eps: pass a config or a .pt2 / module to know it"
         convention = Convention.SCALE
@@ -73,7 +73,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
                 and not prefix.endswith(hf_facts.ONE_PLUS_EXCEPTIONS):
             convention = Convention.ONE_PLUS
         norms.append(NormLayer(
-            id=prefix, kind=kind, eps=eps, eps_source=source, eps_detail=detail,
+            id=prefix, kind=kind, eps=eps, eps_source=source, eps_detail=detail, eps_key=key,
             weight=parts.get("weight"), bias=parts.get("bias"),
             running_mean=parts.get("running_mean"), running_var=parts.get("running_var"),
             convention=convention, convention_known=bool(config), module=prefix, notes=notes, role=qk_role(prefix),
@@ -82,12 +82,28 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
 
 
 def model_from_tensors(path: Path, container: str, refs: dict[str, TensorRef],
-                       config: dict[str, Any] | None) -> NormModel:
-    """A NormModel of a checkpoint (flat tensors), eps and kinds from its config when there is one."""
+                       config: dict[str, Any] | None, config_dir: Path | None = None,
+                       trust_remote_code: bool = False) -> NormModel:
+    """A NormModel of a checkpoint (flat tensors).  With a config.json, the architecture it describes is built
+    (meta device, cached) and its norm modules are read from what they are; else, or without transformers, the
+    norms are found by tensor names and shapes, eps from the config — and the model's notes say which."""
+    norms, how, linear_ops = None, "", []
+    if config and config_dir is not None:
+        from .hf_arch import layers_from_facts, linear_ops_from_facts, module_facts
+
+        facts, how, convs = module_facts(config_dir, config, list(refs), trust_remote_code)
+        if facts is not None:
+            norms = sorted(layers_from_facts(facts, refs, config, how), key=lambda n: natural(n.id))
+            linear_ops = linear_ops_from_facts(convs, refs)
     model = NormModel(path=str(path), format="pytorch", architecture=architecture_of(config) if config else None,
-                      norms=norms_from_tensors(refs, config), container=container, tensors=refs)
+                      norms=norms if norms is not None else norms_from_tensors(refs, config), container=container,
+                      tensors=refs, linear_ops=linear_ops)
     if config:
-        model.metadata = {"model_type": model_type_of(config), "config": config}
+        model.metadata = {"model_type": model_type_of(config), "config": config,
+                          "norms_from": "modules" if norms is not None else "names"}
+        if norms is None:
+            model.notes.append(f"norms found by tensor names and shapes: {how}" if how else
+                               "norms found by tensor names and shapes")
     else:
         model.notes.append("no config.json: eps unknown, kinds guessed from tensor names")
     return model

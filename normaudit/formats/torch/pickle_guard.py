@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CorruptFile, NormauditError, UntrustedPickle, brief
+from ...extras import require
 from ...model import TensorRef
 from .tensors import torch_ref
 
@@ -26,7 +27,7 @@ def require_trust(path: Path, trust_pickle: bool, what: str = "loading a pickled
 
 
 def state_dict_refs(path: Path) -> dict[str, TensorRef]:
-    import torch
+    torch = require("torch", f"{path}: reading a torch.save'd file")
 
     try:
         try:

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ...errors import CorruptFile, reading
-from ...fileio import pread_exact
+from ...fileio import open_random, pread_exact
 from ...model import TensorRef, dtype_name
 
 MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
@@ -32,7 +32,7 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     if not path.is_file():
         raise CorruptFile(f"{path}: not a regular file")
     size = path.stat().st_size
-    with path.open("rb") as fh:
+    with open_random(path) as fh:
         head = fh.read(9)
         if len(head) < 9:
             raise CorruptFile(f"{path}: truncated safetensors file ({size} bytes)")
