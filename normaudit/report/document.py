@@ -26,6 +26,8 @@ COMPARE_SCHEMA = "normaudit.compare/1"
 INSPECT_SCHEMA = "normaudit.inspect/1"
 #: the check name of the findings an activation diff adds (an anomaly: error; expected drift: info)
 ACTIVATION_DRIFT = "activation_drift"
+#: the checks of the llama.cpp backend's tokenizer comparison (findings from ``activations.tokenization``)
+TOKENIZER_CHECKS = ("tokenizer_mismatch", "tokenizer_special_tokens")
 #: keys of a document that change from one run of the same audit to the next (compare documents without them)
 VOLATILE_KEYS = ("created", "normaudit_version")
 
