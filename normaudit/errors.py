@@ -56,3 +56,15 @@ def reading(path: object, what: str, *errors: type[BaseException]) -> Iterator[N
         raise CorruptFile(f"{path}: file is nested too deeply to read (corrupt or hostile)") from None
     except errors or (Exception,) as exc:
         raise CorruptFile(f"{path}: {what} ({brief(exc)})") from None
+
+
+@contextmanager
+def located(path: object) -> Iterator[None]:
+    """Errors raised deep inside a reader (a node, a tensor) name the file they are about."""
+    try:
+        yield
+    except NormauditError as exc:
+        text = str(exc)
+        if not text.startswith(str(path)):
+            raise type(exc)(f"{path}: {text}", hint=exc.hint) from None
+        raise

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from ...errors import CorruptFile, reading
+from ...errors import CorruptFile, located, reading
 from ...facts.torch import qk_role
 from ...facts.onnx import FOLD_TARGETS
 from ...model import Convention, LinearOp, NormKind, NormLayer, NormModel, unique_ids
@@ -101,10 +101,12 @@ def load_onnx(path: Path) -> NormModel:
     if not model.graph.node:
         raise CorruptFile(f"{path}: ONNX file has an empty graph (corrupt, truncated or not an ONNX model)")
     g = OnnxGraph(model, path.parent, path)
-    norms = [_layer(g, found) for found in find_norms(g)]
+    with located(path):
+        norms = [_layer(g, found) for found in find_norms(g)]
+        linear_ops = _linear_ops(g)
     unique_ids(norms)  # the same module applied twice (or shared scopes) keeps distinct ids
     out = NormModel(path=str(path), format="onnx", architecture=_architecture(g), norms=norms, container="onnx",
-                    linear_ops=_linear_ops(g))
+                    linear_ops=linear_ops)
     out.metadata = {"opsets": {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import},
                     "producer": f"{model.producer_name} {model.producer_version}".strip()}
     return out

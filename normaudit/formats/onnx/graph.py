@@ -362,7 +362,7 @@ class OnnxGraph:
         if op == "Shape":
             rank = self.rank(node.input[0])
             dims = self.declared_dims(node.input[0])
-            start, end = attr(node, "start", 0), attr(node, "end", None)
+            start, end = attr(node, "start", 0), attr(node, "end", None, kind=int)
             if rank is None:
                 if start >= 0 and end is not None and end >= start:
                     return (None,) * (end - start), True
@@ -547,12 +547,24 @@ def module_from_tensor(name: str) -> str:
     return ""
 
 
-def attr(node: Any, name: str, default: Any = None) -> Any:
+def attr(node: Any, name: str, default: Any = None, kind: type | None = None) -> Any:
+    """A node attribute's value, of the type ``kind`` (or the default's type) — a hostile file may store any type
+    under any name: that is one CorruptFile line, not a TypeError deep in a matcher."""
     from onnx import helper
 
     for a in node.attribute:
         if a.name == name:
-            return helper.get_attribute_value(a)
+            value = helper.get_attribute_value(a)
+            want = kind or (type(default) if default is not None else None)
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if want is tuple:
+                want = (list, tuple)  # type: ignore[assignment]
+            if want is not None and not isinstance(value, want):
+                raise CorruptFile(f"node {node.name or node.op_type!r}: attribute {name!r} holds a "
+                                  f"{type(value).__name__}, not the {getattr(want, '__name__', 'list')} "
+                                  f"{node.op_type} defines")
+            return value
     return default
 
 

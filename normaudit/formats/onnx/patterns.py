@@ -66,7 +66,7 @@ def fused(g: OnnxGraph, node: Any) -> Found | None:
     inputs = list(node.input)
     weight = g.const(inputs[w_idx]) if len(inputs) > w_idx and inputs[w_idx] else None
     bias = g.const(inputs[b_idx]) if b_idx is not None and len(inputs) > b_idx and inputs[b_idx] else None
-    eps = attr(node, "epsilon")
+    eps = attr(node, "epsilon", kind=float)
     notes: list[str] = []
     if eps is None:
         eps, source, detail = float(np.float32(default_eps)), EpsSource.ONNX_DEFAULT, f"{node.op_type} default epsilon"
@@ -77,7 +77,7 @@ def fused(g: OnnxGraph, node: Any) -> Found | None:
     if kind is NormKind.BATCH_NORM and len(inputs) >= 5:
         found.mean, found.var = g.const(inputs[3]), g.const(inputs[4])
     if kind is NormKind.GROUP_NORM:
-        found.num_groups = attr(node, "num_groups", attr(node, "groups"))
+        found.num_groups = attr(node, "num_groups", kind=int) or attr(node, "groups", kind=int)
         if weight is not None and found.num_groups and weight.shape and weight.shape[0] == found.num_groups:
             notes.append("GroupNormalization-18 scale/bias are per group")
     if node.op_type in AXIS_OPS:
@@ -251,6 +251,8 @@ def _is_fill(g: OnnxGraph, name: str, value: float) -> bool:
     node = g.src(name)
     if node is not None and node.op_type == "ConstantOfShape":
         fill = attr(node, "value")
+        if fill is not None and not hasattr(fill, "dims"):
+            return False  # not a tensor: not a fill constant
         if fill is None:
             return value == 0.0  # the spec's default fill
         if int(np.prod([int(d) for d in fill.dims] or [1])) != 1:

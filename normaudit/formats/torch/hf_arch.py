@@ -76,6 +76,8 @@ def _version(pkg: str) -> str | None:
 def module_facts(model_dir: Path, config: dict[str, Any], checkpoint_keys: list[str],
                  trust_remote_code: bool = False) -> tuple[list[ModuleFact] | None, str, list[LinearFact]]:
     """The norm modules of the architecture and, when it has BatchNorms, its convs (cached); or (None, why not)."""
+    if os.environ.get("NORMAUDIT_ARCHITECTURE", "1") == "0":
+        return None, "reading the architecture is switched off (NORMAUDIT_ARCHITECTURE=0)", []
     tf, torch_v = _version("transformers"), _version("torch")
     if tf is None or torch_v is None:
         return (None, "transformers/torch not installed (pip install 'normaudit[activations]' to read the model's own modules)",

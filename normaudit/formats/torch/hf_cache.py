@@ -96,7 +96,10 @@ class ModelFolder:
     def file(self, name: str, what: str) -> Path:
         """``dir / name`` resolved: a regular file inside ``root``, else a one-line error naming ``what``."""
         candidate = self.dir / name
-        resolved = candidate.resolve()
+        try:
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL bytes, over-long names
+            raise CorruptFile(f"{candidate}: {what} cannot be resolved ({type(exc).__name__})") from None
         if not _within(self.root, resolved):
             raise CorruptFile(f"{candidate}: {what} resolves outside the model folder ({self.root})")
         if not resolved.is_file():

@@ -45,6 +45,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
     config = config or {}
     model_type = model_type_of(config) if config else None
     top_type = config.get("model_type") if config else None
+    top_type = top_type if isinstance(top_type, str) else None  # a hostile config may hold anything there
     arch_kind = hf_facts.NORM_KIND.get(model_type or "") or hf_facts.NORM_KIND.get(top_type or "")
     one_plus = (model_type in hf_facts.ONE_PLUS_MODEL_TYPES) or (top_type in hf_facts.ONE_PLUS_MODEL_TYPES)
     norms: list[NormLayer] = []
