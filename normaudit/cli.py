@@ -242,7 +242,9 @@ def compare(
                                                  "are kept.")] = None,
     activations: Annotated[bool, typer.Option(
         "--activations", metavar="", help="Also run both models on the same input and diff norm and block outputs "
-                                          "layer by layer (first divergence, local vs inherited error).")] = False,
+                                          "layer by layer; fails on what quantization cannot explain (a norm or block "
+                                          "adding error its weights cannot), reports expected drift (KLD, top-1).")
+    ] = False,
     input_npz: Annotated[Optional[str], typer.Option(
         "--input", help="Inputs for --activations: an .npz of name -> array (e.g. input_ids), or a report's JSON "
                         "whose recorded inputs are reused.", metavar="FILE.npz|REPORT.json")] = None,
@@ -257,8 +259,9 @@ def compare(
                         "directory (e.g. GGUF F32 vs GGUF Q4_K_M).",
         metavar="HF_DIR")] = None,
     sensitivity: Annotated[bool, typer.Option(
-        "--sensitivity", metavar="", help="With --activations and a GGUF side: put one quantized tensor at a time "
-                                          "into the float model and rank tensors by the output drift each causes.")
+        "--sensitivity", metavar="", help="With --activations, HF vs its GGUF: rank the quantized tensors by the error "
+                                          "each adds to its block's output on A's input (one tensor at a time, in the "
+                                          "same block-by-block pass).")
     ] = False,
     backend: Annotated[str, typer.Option(
         "--backend", metavar="replay|llama.cpp|both",
@@ -341,8 +344,9 @@ def _print_compare(doc: dict[str, Any], quiet: bool, verbose: bool) -> None:
 @app.command(cls=_Command)
 def checks() -> None:
     """List the checks `compare` runs, with their severity and scope."""
+    width = max(len(name) for name in CHECK_REGISTRY)
     for name, spec in CHECK_REGISTRY.items():
-        typer.echo(f"{name:22s} {spec.severity.value:8s} {spec.scope:10s} {spec.description}")
+        typer.echo(f"{name:{width}s} {spec.severity.value:8s} {spec.scope:11s} {spec.description}")
 
 
 def _quiet_third_parties() -> None:

@@ -309,3 +309,86 @@ def next_token_metrics(ref_logits: np.ndarray, other_logits: np.ndarray) -> dict
 def rss(values: list[float]) -> float:
     """Root of the sum of squares: the expected size of independent errors that add up."""
     return float(np.sqrt(np.sum(np.square(values)))) if values else 0.0
+
+
+# -- input normalization (the preprocessing contract) ------------------------------------------------------
+
+PIXEL_MAX = 255.0  # raw 8-bit pixels: HF image processors and llama.cpp's mtmd divide by 255 before mean/std
+
+
+def canonical_mean_std(mean: Any, std: Any, rescale: float | None, do_normalize: bool | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per channel in units of ``pixels / 255``: ``(r * p - m) / s == (p / 255 - m') / s'`` with
+    ``m' = m / (255 r)``, ``s' = s / (255 r)``.  No normalization is (0, 1); no rescale stated is taken as the
+    caller's ``/ 255`` (``r = 1/255``)."""
+    r = 1.0 / PIXEL_MAX if rescale is None else float(rescale)
+    if do_normalize is False or mean is None or std is None:
+        m, s = np.zeros(3), np.ones(3)
+    else:
+        m, s = np.asarray(mean, dtype=np.float64).reshape(-1), np.asarray(std, dtype=np.float64).reshape(-1)
+    k = 1.0 / (PIXEL_MAX * r) if r else 1.0
+    return m * k, s * k
+
+
+def affine_to_mean_std(a: np.ndarray, b: np.ndarray, rescale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A per-channel affine ``y = a x + b`` written as ``(rescale * x - mean) / std``."""
+    std = rescale / np.asarray(a, dtype=np.float64)
+    return -np.asarray(b, dtype=np.float64) * std, std
+
+
+def recover_input_affine(source_w: np.ndarray, source_b: np.ndarray | None, folded_w: np.ndarray,
+                         folded_b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The per-input-channel affine ``x_src = a[c] * x + b[c]`` folded into a conv: ``W' = W * a[c]`` (input
+    channel axis 1), ``b' = b + sum over (c, kh, kw) of W * b[c]`` (least squares over output channels).
+    Returns (a, b, rel L2 of the refit W') or None when the shapes differ."""
+    w = np.asarray(source_w, dtype=np.float64)
+    wf = np.asarray(folded_w, dtype=np.float64)
+    if w.shape != wf.shape or w.ndim < 2:
+        return None
+    c = w.shape[1]
+    a = np.empty(c)
+    for i in range(c):
+        x, y = w[:, i].reshape(-1), wf[:, i].reshape(-1)
+        denom = float(x @ x)
+        a[i] = float(x @ y) / denom if denom else 1.0
+    fit = w * a.reshape((1, c) + (1,) * (w.ndim - 2))
+    err = float(np.linalg.norm(fit - wf) / max(np.linalg.norm(wf), 1e-30))
+    bs = np.zeros(w.shape[0]) if source_b is None else np.asarray(source_b, dtype=np.float64).reshape(-1)
+    bf = np.zeros(w.shape[0]) if folded_b is None else np.asarray(folded_b, dtype=np.float64).reshape(-1)
+    design = w.reshape(w.shape[0], c, -1).sum(axis=2)  # d b'[o] / d b[c]
+    shift, *_ = np.linalg.lstsq(design, bf - bs, rcond=None)
+    return a, shift, err
+
+
+# -- embedding outputs (pooling, L2 normalization) -----------------------------------------------------------
+
+def pool_tokens(h: np.ndarray, mode: str, mask: np.ndarray | None = None) -> np.ndarray:
+    """sentence-transformers' pooling of token states ``h`` [batch, seq, dim] with an attention mask."""
+    h = np.asarray(h, dtype=np.float64)
+    m = np.ones(h.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64).reshape(h.shape[:2])
+    if mode == "cls":
+        return h[:, 0]
+    if mode == "last":  # the last non-padding token of each row (right padding)
+        idx = np.maximum(m.sum(axis=1).astype(int) - 1, 0)
+        return h[np.arange(h.shape[0]), idx]
+    if mode == "max":
+        return np.where(m[..., None] > 0, h, -np.inf).max(axis=1)
+    total = (h * m[..., None]).sum(axis=1)
+    count = np.maximum(m.sum(axis=1, keepdims=True), 1e-9)
+    if mode == "mean_sqrt_len":
+        return total / np.sqrt(count)
+    return total / count  # mean
+
+
+def l2_normalize(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """torch.nn.functional.normalize(v, p=2, dim=-1)."""
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), eps)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of ``a`` with the same row of ``b``."""
+    a = np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1)
+    b = np.asarray(b, dtype=np.float64).reshape(b.shape[0], -1)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(na * nb, 1e-30)

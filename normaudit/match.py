@@ -37,6 +37,9 @@ class Alignment:
     missing: list[NormLayer] = field(default_factory=list)  # in A, not in B
     extra: list[NormLayer] = field(default_factory=list)  # in B, not in A
     gguf_arch: str | None = None
+    # norms of one side that a conversion writes to another file (a VLM's language model vs its mmproj GGUF, its
+    # vision tower vs the text GGUF): side "A"/"B" -> (layers, why); not compared, not missing
+    elsewhere: dict[str, tuple[list[NormLayer], str]] = field(default_factory=dict)
 
 
 def _natural_key(text: str) -> list:
@@ -114,10 +117,63 @@ def _prefix_map(a_names: dict[str, NormLayer], b_names: dict[str, NormLayer]) ->
     return out
 
 
+def checkpoint_name(layer: NormLayer) -> str | None:
+    """The checkpoint key (without ``.weight``) of a layer's weight: what llama.cpp's converter maps."""
+    if layer.weight is None or "." not in layer.weight.name:
+        return None
+    return layer.weight.name.rsplit(".", 1)[0]
+
+
+def is_mmproj(model: NormModel) -> bool:
+    """A multimodal projector GGUF (its loader marks it)."""
+    return model.format == "gguf" and isinstance(model.metadata, dict) and bool(model.metadata.get("mmproj"))
+
+
+def _gguf_key(names, layer: NormLayer) -> str | None:
+    """A layer's GGUF name: its module path, else its checkpoint key (hub layouts the module path no longer has,
+    e.g. ``vision_tower.vision_model.*`` of a transformers 5 Gemma3, which the converter maps)."""
+    for candidate in (module_name(layer), checkpoint_name(layer)):
+        if candidate:
+            hit = names(candidate)
+            if hit is not None:
+                return hit
+    return None
+
+
+def split_elsewhere(a: NormModel, b: NormModel) -> dict[str, tuple[list[NormLayer], str]]:
+    """Norms of a multimodal source that this conversion writes to another file: compared with an mmproj GGUF,
+    the language model's (llama.cpp's converter drops ``language_model.*`` and whatever gguf-py's text tables map
+    but its MMPROJ tables do not); compared with a text GGUF, the vision/audio tower's (the MMPROJ tables map it,
+    the text tables do not)."""
+    from .facts.gguf import MMPROJ_DROPS
+    from .formats.gguf import clip_arch
+
+    out: dict[str, tuple[list[NormLayer], str]] = {}
+    for src, dst, side in ((a, b, "A"), (b, a, "B")):
+        if src.format == "gguf" or dst.format != "gguf":
+            continue
+        text_arch = gguf_arch_for(src)
+        blocks = n_blocks(src, dst)
+        mm = gguf_names(clip_arch(), blocks)
+        text = gguf_names(text_arch, blocks) if text_arch else (lambda _m: None)
+        if is_mmproj(dst):
+            away = [n for n in src.norms if _gguf_key(mm, n) is None and (
+                MMPROJ_DROPS in (checkpoint_name(n) or "") + "|" + module_name(n) + "." or _gguf_key(text, n))]
+            why = "the language model: llama.cpp's converter writes it to the text GGUF, not to the mmproj"
+        else:
+            away = [n for n in src.norms if _gguf_key(mm, n) is not None and _gguf_key(text, n) is None]
+            why = "the vision/audio tower and projector: llama.cpp's converter writes them to the mmproj GGUF"
+        if away and len(away) < len(src.norms):
+            out[side] = (away, why)
+    return out
+
+
 def align(a: NormModel, b: NormModel) -> Alignment:
     result = Alignment()
-    left_a = list(a.norms)
-    left_b = list(b.norms)
+    result.elsewhere = split_elsewhere(a, b)
+    skip = {id(n) for layers, _ in result.elsewhere.values() for n in layers}
+    left_a = [n for n in a.norms if id(n) not in skip]
+    left_b = [n for n in b.norms if id(n) not in skip]
 
     def take(pairs: list[tuple[NormLayer, NormLayer]], method: str) -> None:
         for la, lb in pairs:
@@ -142,7 +198,7 @@ def align(a: NormModel, b: NormModel) -> Alignment:
         names = gguf_names(arch, n_blocks(a, b))
 
         def key(m: NormModel, n: NormLayer) -> str | None:
-            return n.id if m.format == "gguf" else names(module_name(n))
+            return n.id if m.format == "gguf" else _gguf_key(names, n)
 
         b_keys = {key(b, n): n for n in left_b}
         take([(n, b_keys[k]) for n in list(left_a) if (k := key(a, n)) is not None and k in b_keys], "gguf_table")

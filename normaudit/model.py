@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .errors import CorruptFile
+
+if TYPE_CHECKING:
+    from .contracts import Embedding, Preprocess
 
 
 class NormKind(str, enum.Enum):
@@ -35,6 +38,7 @@ class EpsSource(str, enum.Enum):
     HF_CONFIG = "hf_config"  # config.json key
     EXPORT_GRAPH = "export_graph"  # argument of an aten op in a torch.export / TorchScript graph
     MODULE_ATTRIBUTE = "module_attribute"  # nn.Module attribute (eps / variance_epsilon)
+    RUNTIME_DEFAULT = "runtime_default"  # no key in the file: the value the runtime uses (llama.cpp mtmd: 1e-6)
     UNKNOWN = "unknown"
 
 
@@ -269,6 +273,8 @@ class NormModel:
     tensors: dict[str, TensorRef] = field(default_factory=dict, repr=False)  # every tensor (lazy), flat formats
     notes: list[str] = field(default_factory=list)
     handle: Any = field(default=None, repr=False, compare=False)  # the format's open file (GGUF reader, ...)
+    preprocess: "Preprocess | None" = None  # how raw pixels become the image input (normaudit.contracts)
+    embedding: "Embedding | None" = None  # how token states become the embedding output (normaudit.contracts)
 
     def by_id(self) -> dict[str, NormLayer]:
         return {n.id: n for n in self.norms}
@@ -277,6 +283,15 @@ class NormModel:
         out: dict[str, int] = {}
         for n in self.norms:
             out[n.kind.value] = out.get(n.kind.value, 0) + 1
+        return out
+
+    def contracts(self) -> dict[str, Any]:
+        """The contracts around the model that this file states (``preprocess``, ``embedding``), as JSON."""
+        out: dict[str, Any] = {}
+        if self.preprocess is not None:
+            out["preprocess"] = self.preprocess.to_dict()
+        if self.embedding is not None:
+            out["embedding"] = self.embedding.to_dict()
         return out
 
     def to_dict(self, stats: bool = True) -> dict[str, Any]:
@@ -289,4 +304,5 @@ class NormModel:
             "counts": self.counts(),
             "notes": list(self.notes),
             "norms": [n.to_dict(stats=stats) for n in self.norms],
+            **self.contracts(),
         }

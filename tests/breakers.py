@@ -14,16 +14,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 # -- GGUF -------------------------------------------------------------------------------------------
 
-def copy_gguf(src: Path, dst: Path, transform: Callable | None = None, kv: dict | None = None) -> Path:
+def copy_gguf(src: Path, dst: Path, transform: Callable | None = None, kv: dict | None = None,
+              drop: set[str] | None = None) -> Path:
     """Rewrite a GGUF with gguf-py. ``transform(name, array, qtype)`` returns (array, qtype), or None to drop
-    the tensor; ``kv`` overrides metadata values (same type)."""
+    the tensor; ``kv`` overrides metadata values (same type); ``drop`` removes metadata keys."""
     import gguf
 
     r = gguf.GGUFReader(str(src))
     arch = r.fields["general.architecture"].contents()
     w = gguf.GGUFWriter(str(dst), arch)
     for key, field in r.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
+        if key.startswith("GGUF.") or key == "general.architecture" or key in (drop or ()):
             continue
         value = (kv or {}).get(key, field.contents())
         sub = field.types[1] if field.types[0] == gguf.GGUFValueType.ARRAY else None

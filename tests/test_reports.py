@@ -119,11 +119,12 @@ def test_junit_one_case_per_check_and_pair_failures_for_failing_findings(failing
     for name in pair_checks:
         assert len(suites[f"normaudit.{name}"].findall("testcase")) == pairs
     assert len(suites["normaudit.activation_drift"].findall("testcase")) == points
-    # 7 pair checks x 9 pairs, fold (no folds), 2 model checks, 2 unmatched checks, 1 activation check, 12 points
-    assert root.get("tests") == str(7 * 9 + 1 + 2 + 2 + 12) == "80"
+    # 7 pair checks x 9 pairs, fold (no folds), 6 model checks (architecture, eps_unknown, the 4 around the model),
+    # 2 unmatched checks, 1 activation check, 12 points
+    assert root.get("tests") == str(7 * 9 + 1 + 6 + 2 + 12) == "84"
     # the weight finding, and the two anomalies: the norm adds error, its F32 weight is not its source's
     assert root.get("failures") == "3" and root.get("errors") == "0"
-    assert sum(int(s.get("tests")) for s in suites.values()) == 80
+    assert sum(int(s.get("tests")) for s in suites.values()) == 84
     (failed,) = [c for c in suites["normaudit.weight_mismatch"] if c.find("failure") is not None]
     assert failed.get("name") == "model.layers.1.input_layernorm -> blk.1.attn_norm"
     assert failed.get("classname") == "normaudit.weight_mismatch" and failed.get("file") == str(failing["bad"])

@@ -36,6 +36,7 @@ class InputHints:
 
     vocab: int | None = None
     seq_len: int | None = None  # fixed by an exported graph
+    batch: int | None = None  # fixed by an exported graph
     image_shape: tuple[int, ...] | None = None
     tokenizer_dirs: list[Path] = field(default_factory=list)
 

@@ -22,7 +22,7 @@ from ..formats.torch.hf_cache import snapshot_dir
 from ..match import align
 from ..model import NormKind, NormModel
 from ..progress import Progress, step
-from . import backends, inputs as inputs_mod, lockstep, verdict
+from . import backends, embedding, inputs as inputs_mod, lockstep, verdict
 from .base import RunContext, Runner
 
 
@@ -64,6 +64,7 @@ class ActivationReport:
     output: dict[str, Any] | None = None  # next-token KLD / top-1 agreement (language models)
     verdict: str = ""
     feeds: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the inputs used (--save-inputs)
+    embedding: dict[str, Any] | None = None  # embedding models: output-vector norms on both sides, pooled cosine
     # filled by the llama.cpp backend (activations.backends); absent for the replay backend
     attribution: dict[str, Any] = field(default_factory=dict)  # --backend both: per point and output, both legs
     tokenization: dict[str, Any] | None = None  # GGUF vocabulary vs HF tokenizer (checks: tokenizer_*)
@@ -78,7 +79,7 @@ class ActivationReport:
                "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
                "anomalies": self.anomalies, "verdict": self.verdict, "output": self.output,
                "weights": self.weights, "sensitivity": self.sensitivity, "notes": self.notes,
-               "passed": self.passed}
+               "passed": self.passed, **({"embedding": self.embedding} if self.embedding is not None else {})}
         doc.update(self._runtime_dict())
         return doc
 
@@ -114,8 +115,12 @@ def _inputs(runners: list[Runner], npz: str | None, text: str | None) -> tuple[d
                              hint="pass --input FILE.npz or --text")
     seqs = [r.hints.seq_len for r in runners if r.hints.seq_len]
     seq = seqs[0] if seqs else inputs_mod.DEFAULT_SEQ_LEN
-    return inputs_mod.default_tokens(min(vocabs), seq), (
-        "default seeded tokens" + (f" (length {seq}, fixed by the exported graph)" if seqs else ""))
+    # embedding models: a few sequences, so the output-vector norms have a distribution (unless a graph fixes it)
+    batch = embedding.DEFAULT_BATCH if any(r.model.embedding is not None for r in runners) and \
+        not any(r.hints.batch for r in runners) else 1
+    return inputs_mod.default_tokens(min(vocabs), seq, batch=batch), (
+        "default seeded tokens" + (f" (length {seq}, fixed by the exported graph)" if seqs else "")
+        + (f" ({batch} sequences)" if batch > 1 else ""))
 
 
 def _as_model(x: str | Path | NormModel, options: LoadOptions) -> NormModel:
@@ -160,6 +165,8 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
     b_to_a = {p.b.id: p.a.id for p in al.pairs}
     b_layers = {p.a.id: p.b for p in al.pairs}
     _fold_standins(runner_a.model, runner_b, al.missing, b_to_a)
+    emb = embedding.Tracker(embedding.contract(ma), embedding.contract(mb), feeds) \
+        if ma.embedding is not None or mb.embedding is not None else None
 
     stored: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     order: list[str] = []
@@ -185,6 +192,8 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
             return
         a_out, a_in = ref
         note = ""
+        if emb is not None and a_key == "output":  # embedding models: pooled / normalized as each side deploys it
+            a_out, out, note = emb.output(a_out, out, record=key == "output")
         if a_out.shape != out.shape:
             if a_out.size == out.size:
                 out = out.reshape(a_out.shape)
@@ -239,8 +248,11 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         thresholds={"rel_l2": th.activation_rel_l2, "cosine": th.activation_cosine,
                     "norm_local": th.activation_norm_local, "block_factor": th.activation_block_factor,
                     "block_floor": th.activation_block_floor},
-        output=output_metrics or None, feeds=feeds,
+        output=output_metrics or None, feeds=feeds, embedding=emb.result if emb is not None else None,
     )
+    if report.embedding is not None and "other lengths" in report.embedding["verdict"]:
+        report.notes.append(f"embedding output: {report.embedding['verdict']}; a drift at the output is that length "
+                            "difference, not the model (see embedding_normalization_missing)")
     for m, r in ((ma, runner_a), (mb, runner_b)):
         if r.replay is not None and r.replay.unmapped_gguf:
             report.notes.append(f"{Path(m.path).name}: GGUF tensors not used by the replay: {r.replay.unmapped_gguf[:5]}")

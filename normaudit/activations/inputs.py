@@ -105,11 +105,12 @@ def tokenize(text: str, tokenizer_dirs: list[Path]) -> dict[str, np.ndarray]:
                          hint="pass --model HF_DIR with tokenizer files, or --input FILE.npz with input_ids")
 
 
-def default_tokens(vocab_size: int, seq_len: int = DEFAULT_SEQ_LEN, seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
-    """A fixed, seeded, in-vocab token sequence (ids 3.. skip the usual special tokens)."""
+def default_tokens(vocab_size: int, seq_len: int = DEFAULT_SEQ_LEN, seed: int = DEFAULT_SEED,
+                   batch: int = 1) -> dict[str, np.ndarray]:
+    """Fixed, seeded, in-vocab token sequences (ids 3.. skip the usual special tokens)."""
     rng = np.random.default_rng(seed)
     low = 3 if vocab_size > 8 else 0
-    return {"input_ids": rng.integers(low, vocab_size, size=(1, seq_len), dtype=np.int64)}
+    return {"input_ids": rng.integers(low, vocab_size, size=(batch, seq_len), dtype=np.int64)}
 
 
 def default_image(shape: tuple[int, ...], seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:

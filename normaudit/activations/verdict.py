@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import kernels
 from ..config import Thresholds
-from ..facts.quant import error_bound, typical_error
+from ..facts.quant import error_bound, reference_text, typical_error
 from .lazy import UNIT_RE, WeightStat
 
 EXACT = ("F32", "F64")
@@ -131,5 +131,6 @@ def summary(weights: list[dict[str, Any]] | None, output: dict[str, Any] | None,
     quant = [w["dtype"] for w in weights or [] if w["dtype"] not in EXACT]
     if weights and quant:
         kind = file_type or "/".join(t for t, _ in Counter(quant).most_common(3))
-        return f"expected quantization drift ({kind}): " + ", ".join(figures)
+        ref = reference_text(file_type) if output else ""
+        return f"expected quantization drift ({kind}): " + ", ".join(figures) + (f" ({ref})" if ref else "")
     return "activations match" + (f" ({', '.join(figures)})" if figures else "")

@@ -14,7 +14,8 @@ from ..config import Thresholds
 from ..match import Alignment, align
 from ..model import NormKind, NormModel
 from . import fold as _fold, model as _model, pair as _pair, unmatched as _unmatched  # noqa: F401 (registers)
-from .base import (REGISTRY, SEVERITY_RANK, CheckSpec, Context, Finding, PairResult, Severity, check,
+from . import contracts as _contracts  # noqa: F401,E402 (registers the checks around the model)
+from .base import (REGISTRY, SEVERITY_RANK, CheckSpec, Context, Finding, PairResult, Severity, check, failing,
                    group_findings, run_scope)
 from .fold import fold_target
 from .pair import pair_convention, same_kind, scale_metrics, weight_metrics
@@ -34,8 +35,7 @@ class CompareReport:
     fail_on: Severity = Severity.ERROR
 
     def failing(self) -> list[Finding]:
-        return [f for f in self.findings
-                if not f.suppressed and SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
+        return failing(self.findings, self.fail_on)
 
     @property
     def passed(self) -> bool:
@@ -44,7 +44,7 @@ class CompareReport:
     def to_dict(self) -> dict[str, Any]:
         def side(m: NormModel) -> dict[str, Any]:
             return {"path": m.path, "format": m.format, "container": m.container, "architecture": m.architecture,
-                    "counts": m.counts(), "norms": [n.to_dict(stats=False) for n in m.norms]}
+                    "counts": m.counts(), "norms": [n.to_dict(stats=False) for n in m.norms], **m.contracts()}
 
         return {"schema": "normaudit.compare/1", "a": side(self.a), "b": side(self.b),
                 "pairs": [p.to_dict() for p in self.pairs], "findings": [f.to_dict() for f in self.findings],
@@ -57,6 +57,7 @@ def compare(a: NormModel, b: NormModel, thresholds: Thresholds | None = None) ->
     ctx = Context(a, b, th)
     al: Alignment = align(a, b)
     ctx.cache["gguf_arch"] = al.gguf_arch
+    ctx.cache["alignment"] = al
     for p in al.pairs:
         # a bare state_dict cannot tell x*w from x*(1+w): take the convention the other side knows
         if not p.a.convention_known and p.b.convention_known:

@@ -72,6 +72,11 @@ class PairResult:
 Merge = Callable[[list[Finding]], Finding]
 
 
+def failing(findings: list[Finding], fail_on: Severity) -> list[Finding]:
+    """The findings that fail a run: at or above ``fail_on`` and not suppressed by a baseline."""
+    return [f for f in findings if not f.suppressed and SEVERITY_RANK[f.severity] >= SEVERITY_RANK[fail_on]]
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     name: str

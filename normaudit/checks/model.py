@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..match import gguf_arch_for
+from ..match import gguf_arch_for, is_mmproj
 from .base import Context, Finding, Severity, check
 
 
@@ -10,6 +10,8 @@ from .base import Context, Finding, Severity, check
        description="A and B name different architectures: probably not a conversion of one model")
 def architecture(ctx: Context) -> None:
     a, b = ctx.a, ctx.b
+    if is_mmproj(a) or is_mmproj(b):
+        return  # an mmproj is always "clip": the projector of any multimodal architecture
     arch_a, arch_b = gguf_arch_for(a), gguf_arch_for(b)
     if arch_a and arch_b and arch_a != arch_b:
         ctx.finding("architecture_mismatch", None, None, f"A is {a.architecture} ({arch_a}), B is {b.architecture} "

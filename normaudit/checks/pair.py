@@ -35,6 +35,14 @@ def src_text(layer: NormLayer) -> str:
     return f"{src} ({layer.eps_detail})" if layer.eps_detail else src
 
 
+def _key_text(layer: NormLayer) -> str:
+    """Where a model-wide eps comes from: its one key (``config.json vision_config.layer_norm_eps``), whatever
+    module classes read it (a VLM's LayerNorms and its projector's RMSNorm share one finding)."""
+    if layer.eps_key and layer.eps_source.value in ("module_attribute", "hf_config"):
+        return f"config.json {layer.eps_key}"
+    return src_text(layer)
+
+
 def _eps_hint(la: NormLayer, lb: NormLayer) -> str:
     if lb.eps_source.value == "gguf_metadata":
         return f"set {lb.eps_detail} to {la.eps:g} (e.g. gguf_set_metadata.py) or fix the converter's eps key"
@@ -111,7 +119,7 @@ def eps(ctx: Context, pair: Pair) -> None:
     # one key (a GGUF metadata key, a config.json entry) sets every layer's eps: grouped to one finding
     wide = tuple(f"{x.eps_source.value}:{x.eps_key or x.eps_detail}" for x in (la, lb)
                  if x.eps_key or x.eps_source.value in _MODEL_WIDE)
-    group = (ea, eb, wide, f"{src_text(lb)} is {lb.eps:g}", f"{src_text(la)} says {la.eps:g}") if wide else None
+    group = (ea, eb, wide, f"{_key_text(lb)} is {lb.eps:g}", f"{_key_text(la)} says {la.eps:g}") if wide else None
     ctx.finding("eps_mismatch", la.id, lb.id, f"eps {la.eps:g} in A, {lb.eps:g} in B ({src_text(lb)})",
                 _eps_hint(la, lb), group=group, eps_a=la.eps, eps_b=lb.eps)
 

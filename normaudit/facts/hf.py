@@ -53,6 +53,14 @@ ALL_EPS_KEYS: frozenset[str] = frozenset(k for keys in EPS_KEYS.values() for k i
 #: sub-configs of multimodal / composite configs where the language model's settings live
 TEXT_CONFIG_KEYS: tuple[str, ...] = ("text_config", "language_config", "llm_config")
 
+#: sub-configs of multimodal configs holding a tower's settings, and the module-path parts that put a module in
+#: that tower (its norms take their eps from there, not from the language model's config)
+TOWER_CONFIGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("vision_config", ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder",
+                       "multi_modal_projector", "vision_embed_tokens")),
+    ("audio_config", ("audio_tower", "audio_encoder", "audio_model")),
+)
+
 #: HF ``model_type`` -> GGUF ``general.architecture`` as llama.cpp's converter writes it.
 TO_GGUF_ARCH: dict[str, str] = {
     "llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen2_moe": "qwen2moe",

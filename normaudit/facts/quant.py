@@ -53,3 +53,36 @@ def error_bound(qtype: str) -> float:
     if q is None:
         return 0.5
     return max(BOUND_FACTOR * q.typical, FLOAT_FLOOR)
+
+
+class NextTokenReference(NamedTuple):
+    """What users know a quant type costs: llama.cpp's ``llama-perplexity --kl-divergence`` figures against
+    FP16 on wikitext-2 (tools/perplexity/README.md of llama.cpp as vendored by llama-cpp-python 0.3.36), for
+    LLaMA 2 7B and LLaMA 3 8B, no imatrix.  Tiny random test models do not reproduce them: they are context."""
+
+    kld_l2_7b: float | None
+    kld_l3_8b: float
+    same_top_l2_7b: float | None  # "Same top p", %
+    same_top_l3_8b: float | None
+
+
+NEXT_TOKEN_REFERENCE: dict[str, NextTokenReference] = {
+    "F16": NextTokenReference(None, 0.000551, None, None),
+    "Q8_0": NextTokenReference(0.000369, 0.001355, 98.846, 97.674),
+    "Q6_K": NextTokenReference(0.002098, 0.005452, 97.520, 96.031),
+    "Q5_K_M": NextTokenReference(None, 0.010762, None, None),
+    "Q5_0": NextTokenReference(None, 0.022239, None, None),
+    "Q4_K_M": NextTokenReference(0.012686, 0.031273, 94.665, 91.901),
+    "Q4_K_S": NextTokenReference(None, 0.043136, None, None),
+    "Q4_0": NextTokenReference(None, 0.071940, None, None),
+    "Q3_K_M": NextTokenReference(None, 0.101913, None, None),
+    "Q2_K": NextTokenReference(0.108903, 0.445132, 85.584, 71.138),
+}
+
+
+def reference_text(file_type: str | None) -> str:
+    ref = NEXT_TOKEN_REFERENCE.get((file_type or "").upper())
+    if ref is None:
+        return ""
+    kld = (f"{ref.kld_l2_7b:.3g}-{ref.kld_l3_8b:.3g}" if ref.kld_l2_7b is not None else f"{ref.kld_l3_8b:.3g}")
+    return f"llama.cpp's reference for {file_type}: mean KLD {kld} on LLaMA 2 7B / 3 8B"

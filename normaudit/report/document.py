@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checks import SEVERITY_RANK, CompareReport, Finding, PairResult, Severity
+from ..checks import SEVERITY_RANK, CompareReport, Finding, PairResult, Severity, failing
 from ..checks.model import tokenizer_findings
 from ..config import Thresholds
 from ..model import NormModel
@@ -116,8 +116,7 @@ class AuditReport:
 
     def failing(self) -> list[Finding]:
         """Findings that fail the run: at or above --fail-on and not suppressed by a baseline."""
-        return [f for f in self.findings
-                if not f.suppressed and SEVERITY_RANK[f.severity] >= SEVERITY_RANK[self.fail_on]]
+        return failing(self.findings, self.fail_on)
 
     @property
     def passed(self) -> bool:

@@ -188,6 +188,8 @@ def activations_summary(act: dict[str, Any], width: int = 80) -> list[Renderable
                         f"{inp.get('source')} ({shapes}); {len(points)} points compared", width, "dim", indent=0))
     fd = act.get("first_divergence")
     out.append(indented(act.get("verdict") or "", width, "bold red" if act.get("anomalies") else "green", indent=0))
+    if act.get("embedding"):
+        out.append(embedding_summary(act["embedding"], width))
     o = act.get("output")
     if o:
         out.append(indented(f"next-token distributions over {o['tokens']} tokens: KLD mean {_g(o['kld_mean'], '.3g')} "
@@ -366,6 +368,7 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
         out += runtime_summary(act, width)
     out += baseline_view(doc)
     if verbose:
+        out += contracts_view(doc["a"], width, "A: ") + contracts_view(doc["b"], width, "B: ")
         out.append(pairs_view(doc, width))
         if act is not None:
             out.append(activation_points_view(act, width))
@@ -379,6 +382,66 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
     if verbose:
         out.append(verdict_block(doc, width))
     return out
+
+
+# -- contracts around the model --------------------------------------------------------------------------------
+
+def _vals(v: Any) -> str:
+    return "-" if v is None else "[" + ", ".join(f"{x:.6g}" for x in v) + "]"
+
+
+def preprocess_lines(p: dict[str, Any]) -> list[str]:
+    """The preprocessing contract in a few lines: where it happens, its values and where each was read."""
+    head = f"preprocess ({p['where']})"
+    if p["where"] == "unknown":
+        return [head + ": " + "; ".join(p.get("notes") or ["not stated by this file"])]
+    rescale = p.get("rescale")
+    parts = [f"rescale {'1/255' if rescale and abs(rescale - 1 / 255) < 1e-9 else _g(rescale)}"
+             if rescale is not None else "rescale not stated (pixels / 255 expected)"]
+    if p.get("do_normalize") is False:
+        parts.append("no mean/std normalization")
+    else:
+        parts.append(f"mean {_vals(p.get('mean'))}, std {_vals(p.get('std'))}")
+    canon = p.get("canonical")
+    if canon and (canon["mean"] != p.get("mean") or canon["std"] != p.get("std")):
+        parts.append(f"= mean {_vals(canon['mean'])}, std {_vals(canon['std'])} of pixels / 255")
+    lines = [head + ": " + ", ".join(parts)]
+    for key, src in (p.get("sources") or {}).items():
+        lines.append(f"    {key}: {src}")
+    lines += [f"    note: {n}" for n in p.get("notes") or []]
+    return lines
+
+
+def embedding_lines(e: dict[str, Any]) -> list[str]:
+    norm = {True: "L2-normalized", False: "not normalized", None: "normalization left to the runtime"}[e["normalize"]]
+    lines = [f"embedding ({e['where']}): pooling {e['pooling'] or 'not stated'}, {norm}"
+             + (f", dim {e['dim']}" if e.get("dim") else "")]
+    for key, src in (e.get("sources") or {}).items():
+        lines.append(f"    {key}: {src}")
+    lines += [f"    runtime: {r}" for r in e.get("runtime") or []]
+    lines += [f"    note: {n}" for n in e.get("notes") or []]
+    return lines
+
+
+def contracts_view(doc: dict[str, Any], width: int, label: str = "") -> list[RenderableType]:
+    """The preprocessing / embedding contracts a document's model states (nothing when it states none)."""
+    out: list[RenderableType] = []
+    for key, fn in (("preprocess", preprocess_lines), ("embedding", embedding_lines)):
+        if doc.get(key):
+            lines = fn(doc[key])
+            text = Text(label + lines[0], style="bold")
+            for line in lines[1:]:
+                text.append("\n")
+                text.append_text(indented(line.strip(), width, "dim", indent=4))
+            out.append(text)
+    return out
+
+
+def embedding_summary(emb: dict[str, Any], width: int = 80) -> Text:
+    a, b, c = emb["a"]["norm"], emb["b"]["norm"], emb["cosine"]
+    return indented(f"output vectors ({emb['vectors']} x {emb['dim']}): norm min / median / max A {_g(a['min'])} / "
+                    f"{_g(a['median'])} / {_g(a['max'])}, B {_g(b['min'])} / {_g(b['median'])} / {_g(b['max'])}; "
+                    f"cosine A-B min {c['min']:.6f}, median {c['median']:.6f}: {emb['verdict']}", width, indent=0)
 
 
 # -- inspect ---------------------------------------------------------------------------------------------------
@@ -429,4 +492,5 @@ def inspect_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
             stacked.append((Text(r[0]), detail))
         body = Group(title, _stacked(stacked, width))
     out: list[RenderableType] = [body, caption]
+    out += contracts_view(doc, width)
     return out

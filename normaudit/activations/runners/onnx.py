@@ -16,6 +16,14 @@ from ...model import NormModel
 from ..base import InputHints, Sink, block_key
 
 
+#: inputs a transformer export takes beside input_ids, as a tokenizer fills them for unpadded text
+TOKEN_SIDE_INPUTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "attention_mask": np.ones_like,
+    "token_type_ids": np.zeros_like,
+    "position_ids": lambda ids: np.broadcast_to(np.arange(ids.shape[-1]), ids.shape).copy(),
+}
+
+
 class OnnxRunner:
     """onnxruntime with every norm output and block output exposed as extra graph outputs."""
 
@@ -32,6 +40,7 @@ class OnnxRunner:
         self.path = path
         self.model = model
         self.extra: dict[str, str] = {}  # tensor -> key: outputs standing in for a norm (a conv a BN was folded into)
+        self.notes: list[str] = []  # what the run assumed (inputs it filled in)
         with reading(path, "cannot load the ONNX model to run it"):
             self.proto = onnx.load(str(path), load_external_data=False)  # weights stay in their files
         self.norms = {n.output_name: n for n in model.norms if n.output_name}
@@ -106,6 +115,11 @@ class OnnxRunner:
                 value = pool.pop(gi.name)
             elif len(graph_inputs) == 1 and len(pool) == 1:
                 value = pool.popitem()[1]
+            elif gi.name in TOKEN_SIDE_INPUTS and "input_ids" in inputs:
+                value = TOKEN_SIDE_INPUTS[gi.name](np.asarray(inputs["input_ids"]))  # what a tokenizer gives
+                note = f"{self.path.name}: graph input {gi.name!r} not given: filled as for unpadded text"
+                if note not in self.notes:
+                    self.notes.append(note)
             elif dtype.kind in "iu" and "input_ids" in pool:
                 value = pool.pop("input_ids")
             else:
@@ -177,6 +191,7 @@ class OnnxRunner:
             dtype = helper.tensor_dtype_to_np_dtype(gi.type.tensor_type.elem_type)
             if dtype.kind in "iu" and len(dims) == 2:
                 hints.seq_len = dims[1]
+                hints.batch = dims[0]
                 break
             if dtype.kind == "f" and all(d is not None for d in dims):
                 hints.image_shape = tuple(int(d) for d in dims)

@@ -13,6 +13,7 @@ from ...facts.torch import qk_role
 from ...facts.onnx import FOLD_TARGETS
 from ...model import Convention, LinearOp, NormKind, NormLayer, NormModel, unique_ids
 from ..base import LoadOptions, Probe
+from .contracts import embedding_from_graph, graph_outputs, preprocess_from_graph
 from .graph import OnnxGraph, attr, metadata, module_of
 from .dataflow import Flow
 from .patterns import (Found, batch_norm_of_own_statistics, centred_rms, decomposed, fused, instance_norm,
@@ -108,7 +109,10 @@ def load_onnx(path: Path) -> NormModel:
     out = NormModel(path=str(path), format="onnx", architecture=_architecture(g), norms=norms, container="onnx",
                     linear_ops=linear_ops)
     out.metadata = {"opsets": {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import},
-                    "producer": f"{model.producer_name} {model.producer_version}".strip()}
+                    "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                    "outputs": graph_outputs(g)}
+    out.preprocess = preprocess_from_graph(g)
+    out.embedding = embedding_from_graph(g)
     return out
 
 

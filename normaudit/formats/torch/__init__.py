@@ -10,6 +10,7 @@ from ...errors import CorruptFile, NormauditError, UntrustedPickle
 from ...model import NormModel
 from ..base import LoadOptions, Probe
 from .hf_cache import REPO_PREFIX, ModelFolder, model_folder
+from .contracts import embedding_from_dir, preprocess_from_dir
 from .hf_config import read_config, read_json
 from .names import model_from_tensors
 from .pickle_guard import require_trust, state_dict_refs
@@ -70,6 +71,8 @@ def load_hf_dir(path: Path, revision: str | None = None, trust_remote_code: bool
     model = model_from_tensors(where, "hf_dir", refs, config, folder.dir if config else None, trust_remote_code)
     if folder.how:
         model.notes.append(f"Hugging Face cache: {folder.how}")
+    model.preprocess = preprocess_from_dir(folder.dir)
+    model.embedding = embedding_from_dir(folder.dir)
     return model
 
 

@@ -25,7 +25,7 @@ from ... import kernels
 from ...facts.hf import EPS_KEYS
 from ...facts.torch import EPS_ATTRS, module_kind, qk_role
 from ...model import Convention, EpsSource, LinearOp, NormKind, NormLayer, TensorRef
-from .hf_config import config_value
+from .hf_config import config_value, tower_config
 
 CACHE_VERSION = 2
 
@@ -385,7 +385,7 @@ def layers_from_facts(facts: list[ModuleFact], refs: dict[str, TensorRef], confi
         tensors = {t: refs.get(k) for t, k in f.tensors.items()}
         eps = None if f.eps is None else float(np.float32(f.eps))
         detail, eps_key = f"{f.cls}.{f.eps_attr}", ""
-        hit = config_value(config, EPS_KEYS.get(kind, ()))
+        hit = config_value(config, EPS_KEYS.get(kind, ()), tower_config(config, f.module))
         notes = list(f.notes) + [f"module class {f.cls} ({'probed' if f.how == 'probed' else 'by class'})"]
         if eps is not None and hit is not None and float(np.float32(hit[0])) == eps:
             detail, eps_key = f"{f.cls}.{f.eps_attr} = config.json {hit[1]}", hit[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ...errors import CorruptFile
-from ...facts.hf import TEXT_CONFIG_KEYS
+from ...facts.hf import TEXT_CONFIG_KEYS, TOWER_CONFIGS
 
 MAX_JSON_BYTES = 64 * 2**20  # config.json / index files are kilobytes; refuse absurd ones before parsing
 
@@ -35,9 +35,21 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def config_value(config: dict[str, Any], keys: Iterable[str]) -> tuple[float, str] | None:
-    """The first numeric value among ``keys`` (top level, then text sub-configs), with its dotted key."""
+def tower_config(config: dict[str, Any], module: str) -> str | None:
+    """The sub-config (``vision_config``...) of the tower a module path belongs to, if the config has it."""
+    parts = set(module.split("."))
+    for key, names in TOWER_CONFIGS:
+        if isinstance(config.get(key), dict) and parts & set(names):
+            return key
+    return None
+
+
+def config_value(config: dict[str, Any], keys: Iterable[str], sub: str | None = None) -> tuple[float, str] | None:
+    """The first numeric value among ``keys`` (top level, then text sub-configs; or only the ``sub`` config of a
+    tower), with its dotted key."""
     scopes = [("", config)] + [(f"{k}.", config[k]) for k in TEXT_CONFIG_KEYS if isinstance(config.get(k), dict)]
+    if sub is not None and isinstance(config.get(sub), dict):
+        scopes = [(f"{sub}.", config[sub])]
     for key in keys:
         for prefix, scope in scopes:
             value = scope.get(key)

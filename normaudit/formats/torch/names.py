@@ -12,7 +12,7 @@ import numpy as np
 from ...facts import hf as hf_facts
 from ...facts.torch import GROUP_NORM_RE, INSTANCE_NORM_RE, NORM_MODULE_RE, NORM_TENSOR_SUFFIXES, qk_role
 from ...model import Convention, EpsSource, NormKind, NormLayer, NormModel, TensorRef
-from .hf_config import architecture_of, config_value, model_type_of
+from .hf_config import architecture_of, config_value, model_type_of, tower_config
 
 
 def natural(name: str) -> list:
@@ -64,7 +64,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
             kind = NormKind.LAYER_NORM if "bias" in parts else NormKind.RMS_NORM
             notes.append("kind guessed from the tensors (bias -> LayerNorm, none -> RMSNorm): no config")
         eps, source, detail, key = None, EpsSource.UNKNOWN, "", ""
-        hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ())) if config else None
+        hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ()), tower_config(config, prefix)) if config else None
         if hit is not None:
             eps, source, detail, key = float(np.float32(hit[0])), EpsSource.HF_CONFIG, f"config.json {hit[1]}", hit[1]
         elif not config:
