@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .checks import compare
 from .config import Thresholds, load_thresholds
-from .errors import NoNorms
+from .errors import NoNorms, NormauditError
 from .formats.registry import FORMATS, load
 from .model import NormModel
 from .progress import Progress, step
@@ -50,6 +51,8 @@ class AuditOptions:
     model_dir: str | Path | None = None  # HF dir a GGUF is replayed through when neither side is one
     sensitivity: bool = False
     baseline: str | Path | None = None  # baseline file: the findings it records are suppressed (report.baseline)
+    backend: str = "replay"  # how a GGUF side runs: replay | llama.cpp | both (activations.backends)
+    runtime_defaults: bool = False  # llama.cpp with its own context defaults (flash attention auto, F16 KV cache)
 
 
 def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOptions | None = None, *,
@@ -80,7 +83,8 @@ def audit(a: str | Path | NormModel, b: str | Path | NormModel, options: AuditOp
         activations = diff_activations(ma, mb, input_npz=opts.input_npz, text=opts.text,
                                        model_dir=opts.model_dir, thresholds=opts.thresholds,
                                        sensitivity=opts.sensitivity, trust_pickle=opts.trust_pickle,
-                                       progress=progress)
+                                       progress=progress, backend=opts.backend,
+                                       backend_options=_backend_options(opts))
     report = AuditReport(static, opts.thresholds, activations)
     if opts.baseline is not None:
         report.apply_baseline(opts.baseline)
@@ -98,3 +102,16 @@ def _load(path: str | Path, side: str, format: str | None, config: str | Path | 
         raise NoNorms(f"{path}: no normalization layers found in this {FORMATS.get(model.format_name, 'model')} "
                       "(and no conv / Gemm a BatchNorm could be folded into)", hint="is this the right file?")
     return model
+
+
+def _backend_options(opts: AuditOptions) -> dict[str, Any]:
+    """How the llama.cpp backend runs: F32 KV cache without flash attention (what remains is the kernels), or
+    llama.cpp's own context defaults (``runtime_defaults``)."""
+    if opts.sensitivity and opts.backend != "replay":
+        raise NormauditError("--sensitivity re-runs the replay's blocks with one tensor at a time: it goes with "
+                             "--backend replay")
+    if opts.backend == "replay":
+        return {}
+    if opts.runtime_defaults:
+        return {"kv_cache": "f16", "flash_attention": "auto"}
+    return {"kv_cache": "f32", "flash_attention": "off"}

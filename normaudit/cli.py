@@ -18,6 +18,7 @@ from . import __version__
 from .api import AuditOptions, audit, inspect as inspect_model
 from .checks import REGISTRY as CHECK_REGISTRY
 from .config import load_thresholds
+from .facts.llamacpp import BACKENDS
 from .errors import NormauditError
 from .extras import from_import_error
 from .formats import FORMATS
@@ -262,6 +263,14 @@ def compare(
                                           "each adds to its block's output on A's input (one tensor at a time, in the "
                                           "same block-by-block pass).")
     ] = False,
+    backend: Annotated[str, typer.Option(
+        "--backend", metavar="replay|llama.cpp|both",
+        help="How --activations runs a GGUF: 'replay' (its tensors in the source architecture, transformers; "
+             "default), 'llama.cpp' (the real runtime; needs the llamacpp extra) or 'both' (three-way: source vs "
+             "replay = the file's tensors and eps, replay vs llama.cpp = the runtime).")] = "replay",
+    runtime_defaults: Annotated[bool, typer.Option(
+        "--runtime-defaults", help="Run llama.cpp with its own context defaults (flash attention auto, F16 KV "
+                                   "cache) instead of F32 KV cache without flash attention.")] = False,
     act_rel_l2: Annotated[Optional[float], typer.Option(
         "--act-rel-l2", metavar="X", help="Activation drift threshold: relative L2 above this diverges (default "
                                           "1e-2).")] = None,
@@ -276,8 +285,12 @@ def compare(
     missing/extra norms; with --activations also diff activations layer by layer.
     Exit 0 pass, 1 error findings or activation drift, 2 usage or load error."""
     with _errors():
-        if (input_npz or text or sensitivity or model_dir or save_inputs) and not activations:
-            raise NormauditError("--input, --text, --model, --save-inputs and --sensitivity go with --activations")
+        if (input_npz or text or sensitivity or model_dir or save_inputs or backend != "replay" or runtime_defaults) \
+                and not activations:
+            raise NormauditError("--input, --text, --model, --save-inputs, --sensitivity, --backend and "
+                                 "--runtime-defaults go with --activations")
+        if backend not in BACKENDS:
+            raise NormauditError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if input_npz and text is not None:
             raise NormauditError("give either --input or --text, not both")
         th = load_thresholds(Path(settings) if settings else None, fail_on=fail_on, eps_rtol=eps_rtol,
@@ -287,7 +300,7 @@ def compare(
                                revision_a=revision_a, revision_b=revision_b,
                                trust_pickle=trust_pickle, thresholds=th, activations=activations,
                                input_npz=input_npz, text=text, model_dir=model_dir, sensitivity=sensitivity,
-                               baseline=baseline)
+                               baseline=baseline, backend=backend, runtime_defaults=runtime_defaults)
         files = json_out is not None or any(v is not None for v in outputs.values())
         with progress_display(err_console, enabled=not quiet) as progress:
             report = audit(a, b, options, progress=progress)

@@ -20,6 +20,7 @@ EXTRA_OF: dict[str, str] = {
     "transformers": "activations",
     "onnxruntime": "activations",
     "sentencepiece": "activations",
+    "llama_cpp": "llamacpp",  # llama-cpp-python: the llama.cpp runtime backend
 }
 
 

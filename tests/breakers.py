@@ -55,6 +55,21 @@ def gguf_eps(src: Path, dst: Path, eps: float) -> Path:
     return copy_gguf(src, dst, kv={f"{arch}.attention.layer_norm_rms_epsilon": eps})
 
 
+def gguf_kv(src: Path, dst: Path, **kv) -> Path:
+    """Metadata rewritten, tensors untouched (keys spelled with '__' for '.': qwen3__rope__freq_base=100.0):
+    what only the runtime reads (a GGUF replay takes tensors and eps, not rope settings)."""
+    return copy_gguf(src, dst, kv={k.replace("__", "."): v for k, v in kv.items()})
+
+
+def gguf_swap_tokens(src: Path, dst: Path, a: int, b: int) -> Path:
+    """A vocabulary written wrong: the strings of token ids ``a`` and ``b`` exchanged."""
+    import gguf
+
+    tokens = gguf.GGUFReader(str(src)).fields["tokenizer.ggml.tokens"].contents()
+    tokens[a], tokens[b] = tokens[b], tokens[a]
+    return copy_gguf(src, dst, kv={"tokenizer.ggml.tokens": tokens})
+
+
 def scale_channels(channels: list[int], factor: float) -> Callable[[np.ndarray], np.ndarray]:
     """An edit that multiplies a few channels of a norm weight (a corrupted conversion)."""
     def edit(w: np.ndarray) -> np.ndarray:

@@ -135,7 +135,7 @@ def test_checks_lists_severity_and_scope():
     out = runner.invoke(app, ["checks"]).output.splitlines()
     row = next(line for line in out if line.startswith("fold_mismatch"))
     assert row.split()[1:3] == ["error", "fold"]
-    assert len(out) == 17  # the 16 static checks and activation_drift
+    assert len(out) == 19  # the 16 static checks, activation_drift, tokenizer_mismatch / tokenizer_special_tokens
 
 
 def test_internal_error_is_named_as_such(real, monkeypatch):

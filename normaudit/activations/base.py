@@ -49,6 +49,7 @@ class RunContext:
     source_dir: Path | None = None  # HF directory of the source architecture (a GGUF is replayed through it)
     source_model: "NormModel | None" = None  # that directory's norm records, when already loaded
     progress: Any = None  # normaudit.progress.Progress for long builds (GGUF replay weights), or None
+    backend_options: dict[str, Any] = field(default_factory=dict)  # e.g. the llama.cpp runtime's settings
 
 
 @runtime_checkable

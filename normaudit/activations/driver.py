@@ -22,7 +22,7 @@ from ..formats.torch.hf_cache import snapshot_dir
 from ..match import align
 from ..model import NormKind, NormModel
 from ..progress import Progress, step
-from . import embedding, inputs as inputs_mod, lockstep, verdict
+from . import backends, embedding, inputs as inputs_mod, lockstep, verdict
 from .base import RunContext, Runner
 
 
@@ -65,18 +65,32 @@ class ActivationReport:
     verdict: str = ""
     feeds: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the inputs used (--save-inputs)
     embedding: dict[str, Any] | None = None  # embedding models: output-vector norms on both sides, pooled cosine
+    # filled by the llama.cpp backend (activations.backends); absent for the replay backend
+    attribution: dict[str, Any] = field(default_factory=dict)  # --backend both: per point and output, both legs
+    tokenization: dict[str, Any] | None = None  # GGUF vocabulary vs HF tokenizer (checks: tokenizer_*)
 
     @property
     def passed(self) -> bool:
         return not self.anomalies
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "backends": self.backends, "thresholds": self.thresholds,
-                "points": [p.to_dict() for p in self.points],
-                "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
-                "anomalies": self.anomalies, "verdict": self.verdict, "output": self.output,
-                "weights": self.weights, "sensitivity": self.sensitivity, "notes": self.notes,
-                "passed": self.passed, **({"embedding": self.embedding} if self.embedding is not None else {})}
+        doc = {"inputs": self.inputs, "backends": self.backends, "thresholds": self.thresholds,
+               "points": [p.to_dict() for p in self.points],
+               "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
+               "anomalies": self.anomalies, "verdict": self.verdict, "output": self.output,
+               "weights": self.weights, "sensitivity": self.sensitivity, "notes": self.notes,
+               "passed": self.passed, **({"embedding": self.embedding} if self.embedding is not None else {})}
+        doc.update(self._runtime_dict())
+        return doc
+
+    def _runtime_dict(self) -> dict[str, Any]:
+        """The llama.cpp backend's additions (only when it ran)."""
+        out: dict[str, Any] = {}
+        if self.attribution:
+            out["attribution"] = self.attribution
+        if self.tokenization is not None:
+            out["tokenization"] = self.tokenization
+        return out
 
 
 # -- sides ---------------------------------------------------------------------------------------------------
@@ -120,12 +134,15 @@ def _as_model(x: str | Path | NormModel, options: LoadOptions) -> NormModel:
 def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, input_npz: str | None = None,
                      text: str | None = None, model_dir: str | Path | None = None,
                      thresholds: Thresholds | None = None, sensitivity: bool = False,
-                     trust_pickle: bool = False, progress: Progress | None = None) -> ActivationReport:
+                     trust_pickle: bool = False, progress: Progress | None = None, backend: str = "replay",
+                     backend_options: dict[str, Any] | None = None) -> ActivationReport:
     """Run A and B on the same input and diff every aligned norm output and block output.
 
     ``a`` / ``b`` are loaded models (each loaded once by the caller) or paths; ``model_dir`` is the HF
     directory a GGUF is replayed through when neither side is one; ``input_npz`` an ``.npz`` or a report's
-    JSON with recorded ``inputs``. Model builds, runs and the sensitivity scan report to ``progress``."""
+    JSON with recorded ``inputs``. Model builds, runs and the sensitivity scan report to ``progress``.
+    ``backend`` runs a GGUF side by replay (default), by llama.cpp itself, or ``both`` (three-way
+    attribution): see :mod:`.backends`."""
     th = thresholds or Thresholds()
     options = LoadOptions(trust_pickle=trust_pickle)
     ma, mb = _as_model(a, options), _as_model(b, options)
@@ -134,11 +151,14 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         for m in (ma, mb):
             if m.format_name == "hf":
                 source_dir, source_model = Path(m.path), m
-    ctx = RunContext(options, source_dir, source_model, progress=progress)
-    with step(progress, f"preparing A ({Path(ma.path).name})"):
-        runner_a = build_runner(ma, ctx)
-    with step(progress, f"preparing B ({Path(mb.path).name})"):
-        runner_b = build_runner(mb, ctx)
+    ctx = RunContext(options, source_dir, source_model, progress=progress,
+                     backend_options=dict(backend_options or {}))
+
+    def build(m: NormModel, c: RunContext) -> Runner:
+        with step(progress, f"preparing {'A' if m is ma else 'B'} ({Path(m.path).name})"):
+            return build_runner(m, c)
+
+    runner_a, runner_b = backends.build_runners(ma, mb, ctx, backend, build)
     feeds, source = _inputs([runner_a, runner_b], input_npz, text)
 
     al = align(runner_a.model, runner_b.model)
@@ -254,6 +274,7 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
                      "output_rel_l2": w["rel_l2"], "output_cosine": None}
                     for w in report.weights or [] if w["block"] is None and w["dtype"] not in verdict.EXACT]
         report.sensitivity = sorted(ranking, key=lambda r: -r["output_rel_l2"])
+    backends.finish(report, runner_a, runner_b, th, text)
     return report
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..checks import SEVERITY_RANK, CompareReport, Finding, PairResult, Severity, failing
+from ..checks.model import tokenizer_findings
 from ..config import Thresholds
 from ..model import NormModel
 from ..progress import Progress
@@ -25,6 +26,8 @@ COMPARE_SCHEMA = "normaudit.compare/1"
 INSPECT_SCHEMA = "normaudit.inspect/1"
 #: the check name of the findings an activation diff adds (an anomaly: error; expected drift: info)
 ACTIVATION_DRIFT = "activation_drift"
+#: the checks of the llama.cpp backend's tokenizer comparison (findings from ``activations.tokenization``)
+TOKENIZER_CHECKS = ("tokenizer_mismatch", "tokenizer_special_tokens")
 #: keys of a document that change from one run of the same audit to the next (compare documents without them)
 VOLATILE_KEYS = ("created", "normaudit_version")
 
@@ -47,6 +50,8 @@ _ANOMALY_HINTS = {
     "block": "the block's kernels or wiring differ (RoPE layout, attention, activation function), not its weights",
     "drift": "a float conversion must match: this layer adds the error if its local rel L2 is close to the total",
     "non_finite": "NaN/inf in B's activations",
+    "runtime": "llama.cpp computes something the replay of the same file does not: its graph, a kernel, or metadata "
+               "only the runtime reads (rope, attention settings); the file's tensors and eps are not the cause",
 }
 
 
@@ -95,11 +100,13 @@ class AuditReport:
 
     @property
     def findings(self) -> list[Finding]:
-        """Static findings, then the activation diff's (its anomalies; or its expected drift, as info)."""
+        """Static findings, then the activation diff's (its anomalies; or its expected drift, as info; the llama.cpp
+        backend's tokenizer comparison)."""
         out = list(self.static.findings)
         if self.activations is not None:
             if self._drift is None or self._drift[0] != id(self.activations):
-                self._drift = (id(self.activations), drift_findings(self.activations))
+                self._drift = (id(self.activations), drift_findings(self.activations)
+                               + tokenizer_findings(getattr(self.activations, "tokenization", None)))
             out.extend(self._drift[1])
         return out
 

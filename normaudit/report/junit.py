@@ -10,7 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .document import ACTIVATION_DRIFT, is_failing
+from .document import ACTIVATION_DRIFT, TOKENIZER_CHECKS, is_failing
 from .jsonout import clean
 from .renderers import Renderer
 
@@ -28,12 +28,18 @@ def _cases(doc: dict[str, Any]) -> dict[str, dict[tuple[Any, Any], list[dict[str
 
     pairs = doc.get("pairs", [])
     suites: dict[str, dict[tuple[Any, Any], list[dict[str, Any]]]] = {}
+    act = doc.get("activations")
+    # the tokenizer checks ran only if the llama.cpp backend compared tokenizations (activations.tokenization)
+    tokenized = act is not None and act.get("tokenization") is not None
     for name, spec in REGISTRY.items():
+        if name in TOKENIZER_CHECKS and not tokenized:
+            continue
         folds = [(p["a"], p["b"]) for p in pairs if p["aligned_by"].startswith("fold")]
         plain = [(p["a"], p["b"]) for p in pairs if not p["aligned_by"].startswith("fold")]
         keys = {"pair": plain, "fold": folds, "model": [(None, None)]}.get(spec.scope, [])
+        if name in TOKENIZER_CHECKS:
+            keys = [(None, None)]  # one case: the model's tokenization
         suites[name] = {k: [] for k in keys}
-    act = doc.get("activations")
     if act is not None:
         suites[ACTIVATION_DRIFT] = {(p["a"], p["b"]): [] for p in act.get("points", [])}
     for f in doc.get("findings", []):

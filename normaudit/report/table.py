@@ -247,6 +247,76 @@ def activation_points_view(act: dict[str, Any], width: int) -> RenderableType:
     return Group(title, _stacked(stacked, width))
 
 
+def runtime_summary(act: dict[str, Any], width: int = 80) -> list[RenderableType]:
+    """What the llama.cpp backend adds: which leg of the three-way comparison diverges first, the next-token
+    figures of both legs, and whether the GGUF's vocabulary tokenizes like the HF tokenizer."""
+    out: list[RenderableType] = []
+    att = act.get("attribution")
+    if att:
+        first = att.get("first", {})
+        conv, rt = first.get("conversion"), first.get("runtime")
+        line = (f"three-way attribution: conversion (A vs replay: the file's tensors and eps) "
+                f"{'first diverges at ' + conv if conv else 'matches'}; runtime (replay vs llama.cpp: what only the "
+                f"runtime does) {'first diverges at ' + rt if rt else 'matches'} (runtime leg bound rel L2 "
+                f"{_g(att.get('runtime_rel_l2'), '.2g')})")
+        t = indented(line, width, indent=0)
+        t.stylize("bold", 0, len("three-way attribution"))
+        out.append(t)
+        for leg, label in (("a_vs_replay", "A vs replay"), ("replay_vs_runtime", "replay vs llama.cpp")):
+            o = (att.get("output") or {}).get(leg)
+            if o:
+                out.append(indented(f"next-token {label}: KLD mean {_g(o['kld_mean'], '.3g')} (max "
+                                    f"{_g(o['kld_max'], '.3g')}), top-1 agreement {100 * o['top1_agreement']:.1f}%, "
+                                    f"max |dp| {_g(o['max_abs_dp'], '.3g')}", width, indent=0))
+    tok = act.get("tokenization")
+    if tok is not None:
+        n = f"{len(tok['hf'])} HF / {len(tok['gguf'])} llama.cpp tokens, {tok['source']}"
+        if tok["match"]:
+            out.append(indented(f"tokenization: the GGUF's vocabulary and the HF tokenizer agree ({n})", width,
+                                indent=0))
+        elif tok.get("body_match"):
+            t = indented(f"tokenization: same text pieces, different special tokens added ({n})", width, indent=0)
+            t.stylize("yellow", 0, len("tokenization"))
+            out.append(t)
+        else:
+            d = tok.get("first_difference", {})
+            t = indented(f"tokenization: differs from HF token {d.get('hf_index')} ({n})", width, indent=0)
+            t.stylize("bold red", 0, len("tokenization"))
+            out.append(t)
+    return out
+
+
+_CAUSE_STYLE = {"conversion": "bold red", "runtime": "bold magenta", "conversion+runtime": "bold red"}
+
+
+def attribution_view(act: dict[str, Any], width: int) -> RenderableType:
+    """Per point: A vs replay (the file's tensors and eps), replay vs llama.cpp (the runtime), A vs llama.cpp."""
+    att = act["attribution"]
+    heads = ["point (A)", "A vs replay", "replay vs llama.cpp", "A vs llama.cpp", "cause"]
+
+    def rel(m: dict[str, Any] | None) -> str:
+        return _g((m or {}).get("rel_l2"), ".2e")
+
+    rows = [[r["point"], rel(r.get("a_vs_replay")), rel(r.get("replay_vs_runtime")), rel(r.get("a_vs_runtime")),
+             r.get("cause") or ""] for r in att.get("points", [])]
+    title = Text("three-way attribution (rel L2 per point)", style="bold")
+    widths = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(heads)]
+    if _fits(width, widths):
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+        for i, h in enumerate(heads):
+            table.add_column(h, no_wrap=True, justify="right" if i in (1, 2, 3) else "left")
+        for r in rows:
+            table.add_row(*(Text(str(c), style=_CAUSE_STYLE.get(r[4], "") if i == 4 else "") for i, c in enumerate(r)))
+        return table
+    stacked = []
+    for r in rows:
+        head = Text(r[0])
+        if r[4]:
+            head.append(f"  {r[4]}", style=_CAUSE_STYLE.get(r[4], ""))
+        stacked.append((head, f"A vs replay {r[1]}  replay vs llama.cpp {r[2]}  A vs llama.cpp {r[3]}"))
+    return Group(title, _stacked(stacked, width))
+
+
 def sensitivity_view(act: dict[str, Any]) -> RenderableType | None:
     sens = act.get("sensitivity") or []
     if not sens:
@@ -295,12 +365,15 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
     act = doc.get("activations")
     if act is not None:
         out += activations_summary(act, width)
+        out += runtime_summary(act, width)
     out += baseline_view(doc)
     if verbose:
         out += contracts_view(doc["a"], width, "A: ") + contracts_view(doc["b"], width, "B: ")
         out.append(pairs_view(doc, width))
         if act is not None:
             out.append(activation_points_view(act, width))
+            if act.get("attribution"):
+                out.append(attribution_view(act, width))
             sens = sensitivity_view(act)
             if sens is not None:
                 out.append(sens)
