@@ -109,6 +109,7 @@ def run_lockstep(ra: Any, rb: Any, feeds: dict[str, np.ndarray], sink_a: Sink, s
                 progress(key)
             if key == first_key and state["x_b"] is None:
                 run_b_head()
+            wb.prefetch(b_block[key], b_mods[b_block[key]])  # B's block of this index, while A's block runs
         return hook
 
     def block_post(key: str) -> Callable[..., None]:
@@ -153,7 +154,8 @@ def run_lockstep(ra: Any, rb: Any, feeds: dict[str, np.ndarray], sink_a: Sink, s
     wa.install()
     for key in order:
         mod = a_mods[a_block[key]]
-        handles.append(mod.register_forward_pre_hook(block_pre(key), with_kwargs=True))
+        # before A's own materialization: B's block loads in the background while A's block is read
+        handles.append(mod.register_forward_pre_hook(block_pre(key), with_kwargs=True, prepend=True))
         handles.append(mod.register_forward_hook(block_post(key), with_kwargs=True))
     wa.install_release()
     try:
@@ -161,6 +163,7 @@ def run_lockstep(ra: Any, rb: Any, feeds: dict[str, np.ndarray], sink_a: Sink, s
             out_a = ra.forward(ra.module, feeds)
     finally:
         wa.remove()
+        wb.close()
     y = as_numpy(out_a.logits if hasattr(out_a, "logits") else out_a)
     if y is not None:
         sink_a("output", "output", y, None)

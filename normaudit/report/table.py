@@ -44,10 +44,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _model_label(side: dict[str, Any]) -> Text:
-    t = Text(str(side.get("path")), style="bold")
-    t.append(f"  [{side.get('format')}/{side.get('container')}, {side.get('architecture') or 'unknown architecture'}]",
-             style="dim")
+def _model_label(side: dict[str, Any], width: int = 0, lead: int = 0) -> Text:
+    """``path  [format/container, architecture]``; the bracket goes to its own line when the two do not fit in
+    ``width`` columns (``lead``: columns already used on the line)."""
+    path = str(side.get("path"))
+    info = f"[{side.get('format')}/{side.get('container')}, {side.get('architecture') or 'unknown architecture'}]"
+    t = Text(path, style="bold")
+    wrap = width and lead + len(path) + 2 + len(info) > width
+    t.append(("\n    " if wrap else "  ") + info, style="dim")
     return t
 
 
@@ -354,9 +358,9 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
     """Verdict, models, findings, activation summary, baseline; with ``verbose`` every pair and point."""
     out: list[RenderableType] = [verdict_block(doc, width)]
     head = Text("A: ", style="dim")
-    head.append_text(_model_label(doc["a"]))
+    head.append_text(_model_label(doc["a"], width, 3))
     head.append("\nB: ", style="dim")
-    head.append_text(_model_label(doc["b"]))
+    head.append_text(_model_label(doc["b"], width, 3))
     n = len(doc.get("pairs", []))
     head.append(f"\n{n} aligned pairs; A has {len(doc['a'].get('norms', []))} norms, B has "
                 f"{len(doc['b'].get('norms', []))}" + ("" if verbose else " (--verbose lists them)"), style="dim")

@@ -308,4 +308,7 @@ class GgufFile:
             except NotImplementedError:
                 raise CorruptFile(f"{self.path}: tensor {name} is stored as {t.type_name}, which gguf-py cannot "
                                   "dequantize") from None
-        return np.array(values, dtype=np.float32).reshape(t.shape)  # a writable copy
+        out = np.asarray(values, dtype=np.float32)
+        if not out.flags.writeable:  # a view of the bytes read (F32): torch needs writable memory
+            out = out.copy()
+        return out.reshape(t.shape)
