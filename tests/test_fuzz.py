@@ -197,3 +197,35 @@ def test_replay():
     res = F.replay(fmt, int(seed), debug=bool(os.environ.get("NORMAUDIT_FUZZ_DEBUG")),
                    limits=F.Limits(timeout=20))
     assert res.ok, F.describe(res)
+
+
+# -- pinned cases from the long run (benchmarks/fuzz.py --seed 11, 2000 cases per format) -------------
+# One seed per distinct failure it found; each was fixed in the reader and stays fixed.  The seed is the whole
+# recipe (sources are the tracked testmodels/), so a clean clone builds the same files.
+LONG_RUN_FINDINGS = [
+    ("onnx", 907436834502),  # internal_error in graph.py: dequantize 'm.encoder.layer.0.attention.output.LayerNorm.wei'
+    ("onnx", 581071745554),  # internal_error in graph.py: op_swap 'ConvTranspose->Sqrt, BatchNormalization->Instanc'
+    ("onnx", 382009711266),  # internal_error in __init__.py: metadata 'pkg.torch.onnx.class_hierarchy="{\'a\': 1}"'
+    ("onnx", 291845725252),  # internal_error in graph.py: bad_utf8 'invalid UTF-8 in node.name'
+    ("onnx", 867876178116),  # internal_error in patterns.py: node_io 'InstanceNormalization /gn/InstanceNormalization:'
+    ("onnx", 373169747841),  # internal_error in graph.py: constant_attr 'm.embeddings.LayerNorm.weight: Constant wrong_ty'
+    ("onnx", 299624693804),  # internal_error in graph.py: constant_attr 'gn.weight: Constant wrong_type'
+    ("onnx", 811586439389),  # internal_error in patterns.py: node_io 'Mul /gn/Mul: no_outputs'
+    ("onnx", 305905556630),  # internal_error in patterns.py: node_io 'InstanceNormalization node_InstanceNormalization'
+    ("onnx", 607038763550),  # internal_error in __init__.py: metadata "pkg.torch.onnx.class_hierarchy='1e999'"
+    ("safetensors", 673750561982),  # timeout in names.py: json 'many_valid 20000'
+    ("safetensors", 797132753499),  # timeout in model.py: json 'many_valid 100000'
+    ("safetensors", 961698116028),  # memory in hf_config.py: config 'config.json huge (dicts)'
+    ("hf", 574706646544),  # memory in hf_config.py: config 'config.json huge (dicts)'
+    ("hf", 987553342672),  # internal_error in __init__.py: index "index weight_map={'a': ['x']}"
+    ("hf", 959899616866),  # bad_json in : safetensors 'model.safetensors json: many_valid 100000'
+    ("pt2", 997530038327),  # internal_error in export.py: json 'models/model.json: target torch.ops.aten.batch_n'
+    ("pt2", 1083550532766),  # internal_error in export.py: json 'models/model.json: torch.ops.aten.layer_norm.def'
+    ("pt2", 669898264712),  # internal_error in export.py: json 'models/model.json: torch.ops.aten.add.Tensor inp'
+]
+
+
+@pytest.mark.parametrize("fmt, seed", LONG_RUN_FINDINGS, ids=[f"{f}-{s}" for f, s in LONG_RUN_FINDINGS])
+def test_long_run_findings_stay_fixed(fmt, seed):
+    res = F.replay(fmt, seed, limits=F.Limits(timeout=TIMEOUTS.get(fmt, 60.0)))
+    assert res.ok, F.describe(res)

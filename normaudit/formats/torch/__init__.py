@@ -11,7 +11,7 @@ from ...model import NormModel
 from ..base import LoadOptions, Probe
 from .hf_cache import REPO_PREFIX, ModelFolder, model_folder
 from .contracts import embedding_from_dir, preprocess_from_dir
-from .hf_config import read_config, read_json
+from .hf_config import MAX_INDEX_BYTES, read_config, read_json
 from .names import model_from_tensors
 from .pickle_guard import require_trust, state_dict_refs
 from .tensors import safetensors_refs
@@ -33,13 +33,16 @@ def load_safetensors(path: Path, config_path: Path | None = None, trust_remote_c
 def _shards(folder: ModelFolder, index_name: str) -> list[Path]:
     """The shard files an index's weight_map names, each resolved inside the model folder, in order."""
     index = folder.file(index_name, "shard index")
-    doc = read_json(index)
+    doc = read_json(index, MAX_INDEX_BYTES)
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict):
         raise CorruptFile(f"{folder.dir / index_name}: unreadable shard index (no weight_map object)")
+    bad = next((v for v in weight_map.values() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise CorruptFile(f"{folder.dir / index_name}: shard {repr(bad)[:60]} is not a file name in the model folder")
     files = []
     for name in dict.fromkeys(weight_map.values()):
-        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
             raise CorruptFile(f"{folder.dir / index_name}: shard {name!r} is not a file name in the model folder")
         files.append(folder.file(name, f"shard {name!r} of {index_name}"))
     return files

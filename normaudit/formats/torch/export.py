@@ -142,8 +142,11 @@ def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer
             notes.append("rms_norm called with eps=None: torch substitutes the input dtype's machine epsilon")
         else:
             eps, detail = ATEN_DEFAULT_EPS, f"{target} default eps"
-    else:
+    elif isinstance(eps_arg, (int, float)) and not isinstance(eps_arg, bool):
         eps, detail = float(np.float32(eps_arg)), f"{target} eps argument of node {node.name}"
+    else:  # a tensor, a node or a malformed constant: nothing the audit can read as a number
+        eps, detail = None, f"{target}: eps argument of node {node.name} is not a constant ({type(eps_arg).__name__})"
+        notes.append("eps is not a numeric constant in the exported graph")
     module = _module_path(node)
     if not module:
         for r in (weight, bias):
@@ -159,7 +162,8 @@ def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer
         module=module, nodes=[node.name], notes=notes,
     )
     if kind is NormKind.GROUP_NORM and layer.num_groups is None:
-        layer.num_groups = int(_arg(node, gi, "num_groups") or 0) or None
+        groups = _arg(node, gi, "num_groups")
+        layer.num_groups = groups if isinstance(groups, int) and not isinstance(groups, bool) and groups > 0 else None
     layer.role = qk_role(module)
     return layer
 
@@ -168,14 +172,14 @@ def _export_decomposed_rms(node: Any, ref_for: Any) -> NormLayer | None:
     """aten.rsqrt(add(mean(pow(x, 2)), eps)) -> mul(x, .) -> mul(weight, .)  (HF RMSNorm in an export)."""
     if str(node.target) != "aten.rsqrt.default":
         return None
-    add = node.args[0]
-    if str(getattr(add, "target", "")) not in ("aten.add.Tensor", "aten.add.Scalar"):
+    add = node.args[0] if node.args else None
+    if str(getattr(add, "target", "")) not in ("aten.add.Tensor", "aten.add.Scalar") or len(add.args) < 2:
         return None
     mean, eps = add.args[0], add.args[1]
-    if not isinstance(eps, (int, float)) or str(getattr(mean, "target", "")) != "aten.mean.dim":
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or str(getattr(mean, "target", "")) != "aten.mean.dim":
         return None
-    pw = mean.args[0]
-    if str(getattr(pw, "target", "")) != "aten.pow.Tensor_Scalar" or pw.args[1] != 2:
+    pw = mean.args[0] if mean.args else None
+    if str(getattr(pw, "target", "")) != "aten.pow.Tensor_Scalar" or len(pw.args) < 2 or pw.args[1] != 2:
         return None
     weight, one_plus, out_node = _export_weight_after(node, ref_for)
     module = _module_path(node)
@@ -207,7 +211,9 @@ def _export_weight_after(rsqrt: Any, ref_for: Any) -> tuple[TensorRef | None, bo
     if node is None or str(node.target) != "aten.mul.Tensor":
         return None, False, rsqrt.name
     nxt = _single_user(node)
-    while nxt is not None and str(nxt.target) in _CASTS:
+    for _ in range(16):  # a few casts at most; bounded so a cyclic (hostile) graph cannot spin
+        if nxt is None or str(nxt.target) not in _CASTS:
+            break
         node, nxt = nxt, _single_user(nxt)
     if nxt is None or str(nxt.target) != "aten.mul.Tensor":
         return None, False, node.name
@@ -215,9 +221,11 @@ def _export_weight_after(rsqrt: Any, ref_for: Any) -> tuple[TensorRef | None, bo
         if arg is node:
             continue
         one_plus = False
-        while hasattr(arg, "target"):
+        for _ in range(16):
+            if not hasattr(arg, "target"):
+                break
             target = str(arg.target)
-            if target in _CASTS:
+            if target in _CASTS and arg.args:
                 arg = arg.args[0]
             elif target in ("aten.add.Tensor", "aten.add.Scalar") and len(arg.args) == 2 and arg.args[1] == 1.0:
                 one_plus, arg = True, arg.args[0]

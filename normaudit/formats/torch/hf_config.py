@@ -9,18 +9,27 @@ from typing import Any, Iterable
 from ...errors import CorruptFile
 from ...facts.hf import TEXT_CONFIG_KEYS, TOWER_CONFIGS
 
-MAX_JSON_BYTES = 64 * 2**20  # config.json / index files are kilobytes; refuse absurd ones before parsing
+# Refuse absurd JSON before parsing: parsed JSON can take ~25x its size in memory (``[{},{},...]``), so the caps
+# keep the worst case well under 1 GiB. Real configs are kilobytes (an ImageNet-21k id2label is ~1 MiB); the
+# largest real shard indexes (~90k tensors) are ~9 MiB.
+MAX_CONFIG_BYTES = 8 * 2**20
+MAX_INDEX_BYTES = 32 * 2**20
+MAX_JSON_BYTES = MAX_CONFIG_BYTES
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> Any:
     """A JSON file of bounded size (config, index): regular files only, never a FIFO or device."""
     if not path.is_file():
         raise CorruptFile(f"{path}: not a regular file")
     size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise CorruptFile(f"{path}: {size} bytes is too large for a config/index JSON file")
+    if size > limit:
+        raise CorruptFile(f"{path}: {size} bytes is too large for a {path.name} file (limit {limit >> 20} MiB)")
     try:
-        return json.loads(path.read_bytes()[:MAX_JSON_BYTES + 1])
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise CorruptFile(f"{path}: grew past {limit >> 20} MiB while being read")
+        return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise CorruptFile(f"{path}: unreadable JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
 
