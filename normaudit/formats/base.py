@@ -57,7 +57,7 @@ class Probe:
         try:
             with zipfile.ZipFile(self.path) as zf:
                 return zf.namelist()[:10000]
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        except Exception:  # any malformed zip (BadZipFile, NotImplementedError "zip file version"...): not a readable one
             return []
 
 
