@@ -284,6 +284,24 @@ def diff_metrics(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
     return DiffMetrics.from_arrays(ref, other).to_dict()
 
 
+def rel_l2_error(ref: np.ndarray, other: np.ndarray, chunk: int = 1 << 22) -> float:
+    """||other - ref|| / ||ref|| of two same-size tensors in float32, in chunks through one small buffer: a 7B
+    block's weights need no full-size difference array (whose page faults cost more than the arithmetic)."""
+    r = np.asarray(ref, dtype=np.float32).reshape(-1)
+    o = np.asarray(other, dtype=np.float32).reshape(-1)
+    if r.size != o.size:
+        raise ValueError(f"rel_l2_error: sizes differ ({r.size} vs {o.size})")
+    buf = np.empty(min(chunk, max(1, r.size)), dtype=np.float32)
+    num = den = 0.0
+    for i in range(0, r.size, buf.size):
+        x, y = r[i:i + buf.size], o[i:i + buf.size]
+        d = buf[:x.size]
+        np.subtract(y, x, out=d)
+        num += float(np.dot(d, d))
+        den += float(np.dot(x, x))
+    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
 def tensor_stats(values: np.ndarray) -> dict[str, float]:
     v = values.astype(np.float64)
     return {"min": float(v.min()), "mean": float(v.mean()), "max": float(v.max())}

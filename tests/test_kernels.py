@@ -117,3 +117,16 @@ def test_fold_into_depthwise_conv_and_transposed_linear():
     Wt, Bt = kernels.fold_batch_norm(fc.weight.detach().numpy().T.copy(), fc.bias.detach().numpy(), *args, 1e-5,
                                      out_axis=1)  # a Gemm weight with transB=0: [in, out]
     np.testing.assert_allclose(xl.numpy() @ Wt + Bt, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_rel_l2_error_matches_float64_over_chunk_boundaries():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((37, 129)).astype(np.float32)
+    other = ref + 1e-3 * rng.standard_normal(ref.shape).astype(np.float32)
+    exact = np.linalg.norm(other.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64))
+    for chunk in (1, 100, 4096, 1 << 22):  # chunks that do and do not divide the size
+        assert kernels.rel_l2_error(ref, other, chunk=chunk) == pytest.approx(exact, rel=1e-5)
+    assert kernels.rel_l2_error(ref, ref) == 0.0
+    assert kernels.rel_l2_error(np.zeros(4, np.float32), np.full(4, 0.5, np.float32)) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        kernels.rel_l2_error(ref, ref[:3])

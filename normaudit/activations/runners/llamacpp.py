@@ -28,6 +28,7 @@ import numpy as np
 
 from ...errors import NormauditError, brief
 from ...facts import llamacpp as facts
+from ...kernels import rel_l2_error
 from ...model import NormModel
 from ..base import InputHints, RunContext, Sink
 
@@ -414,10 +415,8 @@ class MeasuredWeights:
                 value, ref = getter(), self.reference[name]()
                 if value.shape != ref.shape:
                     continue
-                nref = float(np.linalg.norm(ref.astype(np.float64)))
-                diff = float(np.linalg.norm(value.astype(np.float64) - ref))
                 m = _UNIT_RE.match(name)
-                self._stats.append(WeightStat(name, qtype, diff / nref if nref > 0 else diff, m.group(1) if m else ""))
+                self._stats.append(WeightStat(name, qtype, rel_l2_error(ref, value), m.group(1) if m else ""))
         return self._stats
 
 
