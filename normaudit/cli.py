@@ -72,7 +72,12 @@ def _out_console() -> Console:
     return Console(width=200)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f]}
+
+
 def _fail(message: str) -> None:
+    # one line, whatever a hostile file put into the names the message quotes (newlines, escape sequences)
+    message = message.translate(_CONTROL)
     err_console.print(f"normaudit: error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_ERROR)
 

@@ -199,7 +199,7 @@ def test_replay():
     assert res.ok, F.describe(res)
 
 
-# -- pinned cases from the long run (benchmarks/fuzz.py --seed 11, 2000 cases per format) -------------
+# -- pinned cases from the long runs (benchmarks/fuzz.py, 2000 cases per format, seeds 11 and 21) ---------
 # One seed per distinct failure it found; each was fixed in the reader and stays fixed.  The seed is the whole
 # recipe (sources are the tracked testmodels/), so a clean clone builds the same files.
 LONG_RUN_FINDINGS = [
@@ -223,6 +223,9 @@ LONG_RUN_FINDINGS = [
     ("pt2", 1083550532766),  # internal_error in export.py: json 'models/model.json: torch.ops.aten.layer_norm.def'
     ("pt2", 669898264712),  # internal_error in export.py: json 'models/model.json: torch.ops.aten.add.Tensor inp'
     ("torchscript", 474646917354),  # internal_error in base.py zip_names: blind 'byte4' (zip file version)
+    ("gguf", 170947141285),  # bad_stderr: a key name with newlines in the error line (blind flip32)
+    ("onnx", 111109556059),  # internal_error in patterns.py axis_repr: an axes attribute emptied (proto_fields)
+    ("onnx", 995964928948),  # internal_error in graph.py rank: invalid UTF-8 in op_type (bad_utf8)
 ]
 
 

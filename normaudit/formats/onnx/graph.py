@@ -567,14 +567,15 @@ def _text(value: Any) -> str:
 def _text_names(graph: Any) -> None:
     """Names that are not valid UTF-8 come out of protobuf as bytes: make every name normaudit reads a str."""
     for node in graph.node:
-        if isinstance(node.name, bytes):
-            node.name = _text(node.name)
+        for key in ("name", "op_type", "domain"):
+            if isinstance(getattr(node, key), bytes):
+                setattr(node, key, _text(getattr(node, key)))
         for field in (node.input, node.output):
             if any(isinstance(v, bytes) for v in field):
                 fixed = [_text(v) for v in field]
                 del field[:]
                 field.extend(fixed)
-    for t in graph.initializer:
+    for t in [*graph.initializer, *graph.input, *graph.output, *graph.value_info]:
         if isinstance(t.name, bytes):
             t.name = _text(t.name)
 

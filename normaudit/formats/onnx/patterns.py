@@ -46,7 +46,7 @@ def axis_repr(g: OnnxGraph, x: str, axes: tuple[int, ...]) -> tuple[tuple[int, .
     """Normalized axes of ``x`` as a NormLayer records them: ``(k,)`` (k..last) when they run to the last axis,
     else the axes themselves with ``exact`` set for a single axis (a channels-first LayerNorm: ``(1,)``)."""
     r = g.rank(x)
-    if r:
+    if r and axes:
         norm = sorted({a % r for a in axes})
         if norm == list(range(norm[0], r)):
             return (norm[0] - r,), False
