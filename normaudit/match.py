@@ -6,6 +6,7 @@ Methods, tried in order (each pair records which one aligned it):
 ``gguf_table``   HF / PyTorch / ONNX module names mapped to GGUF names through gguf-py's TensorNameMap
                  for the architecture (the same HF name maps differently per architecture);
 ``weight_name``  the initializer / tensor the layer reads (``m.model.norm.weight``) names the module;
+``index_leaf``   the same block indices and leaf name (``layer.0.layernorm_before`` ~ ``layers.0.layernorm_before``);
 ``order``        what is left, of the same kind and shape, paired in graph order;
 ``values``       left-overs paired by the closest effective scale (cosine) among same-shape layers.
 """
@@ -50,9 +51,12 @@ def gguf_arch_for(model: NormModel) -> str | None:
     """The GGUF architecture name a model maps to (its own for GGUF; from HF model_type or class otherwise)."""
     if model.format == "gguf":
         return model.architecture
-    mt = model.metadata.get("model_type") if isinstance(model.metadata, dict) else None
-    if mt and mt in TO_GGUF_ARCH:
-        return TO_GGUF_ARCH[mt]
+    meta = model.metadata if isinstance(model.metadata, dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    # the text model's type first (a VLM's text_config), then the checkpoint's own (qwen2_vl_text -> qwen2_vl)
+    for mt in (meta.get("model_type"), config.get("model_type")):
+        if isinstance(mt, str) and mt in TO_GGUF_ARCH:
+            return TO_GGUF_ARCH[mt]
     cls = model.architecture or ""
     stem = re.sub(r"(For\w+|Model|PreTrainedModel)$", "", cls).lower()
     for key in sorted(TO_GGUF_ARCH, key=len, reverse=True):
@@ -213,7 +217,21 @@ def align(a: NormModel, b: NormModel) -> Alignment:
     b_w = {w: n for n in left_b if (w := wname(n))}
     take([(a_w[an], b_w[bn]) for bn, an in _prefix_map(a_w, b_w).items()], "weight_name")
 
-    # 4. graph order among same kind + shape, when the left-overs line up one to one
+    # 4. the same block indices and the same leaf name, unique on both sides: module paths a rename changed
+    #    (transformers 5's ViT: checkpoint ``encoder.layer.0.layernorm_before``, modules ``layers.0....``)
+    def index_leaf(n: NormLayer) -> tuple | None:
+        name = module_name(n)
+        leaf = name.rsplit(".", 1)[-1]
+        return (tuple(int(t) for t in re.findall(r"(?:^|\.)(\d+)(?=\.|$)", name)), leaf) if leaf else None
+
+    def unique(side: list[NormLayer]) -> dict[tuple, NormLayer]:
+        seen = Counter(index_leaf(n) for n in side)
+        return {k: n for n in side if (k := index_leaf(n)) is not None and seen[k] == 1}
+
+    ua, ub = unique(left_a), unique(left_b)
+    take([(ua[k], ub[k]) for k in ua if k in ub and ua[k].computes() == ub[k].computes()], "index_leaf")
+
+    # 5. graph order among same kind + shape, when the left-overs line up one to one
     def sig(n: NormLayer) -> tuple:
         return (n.computes(), int(np.prod(n.shape)) if n.shape else 0)
 
@@ -222,7 +240,7 @@ def align(a: NormModel, b: NormModel) -> Alignment:
     if sa and len(sa) == len(sb) and [sig(n) for n in sa] == [sig(n) for n in sb]:
         take(list(zip(sa, sb)), "order")
 
-    # 5. closest values among same-size layers
+    # 6. closest values among same-size layers
     for la in list(left_a):
         cands = [lb for lb in left_b if sig(lb)[1] == sig(la)[1] and la.weight is not None and lb.weight is not None]
         if not cands:

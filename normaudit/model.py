@@ -138,6 +138,9 @@ class NormLayer:
     axes_exact: bool = False  # ``axis`` lists exactly the normalized axes (a channels-first LayerNorm: axis 1 only)
     convention: Convention = Convention.SCALE
     convention_known: bool = True  # False for a bare state_dict (no config/class tells x*w from x*(1+w))
+    # what of this record is a guess from tensor names (no module, no verified table): "kind", "eps"; a mismatch
+    # resting on a guess is a warning, not an error
+    guessed: tuple[str, ...] = ()
     role: Role = Role.NONE
     tensor_kind: str = ""  # the format's own name for the layer's kind (GGUF: attn_norm, attn_q_norm, ...)
     stored_one_plus: bool = False  # the file stores 1 + w in the weight (llama.cpp for Gemma-style norms)
@@ -201,6 +204,7 @@ class NormLayer:
             "shape": list(self.shape),
             "axis": list(self.axis),
             **({"axes_exact": True} if self.axes_exact else {}),
+            **({"guessed": list(self.guessed)} if self.guessed else {}),
             "dtype": self.dtype,
             "convention": self.convention.value if self.convention_known else "unknown",
             "role": self.tensor_kind or self.role.value,

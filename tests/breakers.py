@@ -61,6 +61,31 @@ def gguf_kv(src: Path, dst: Path, **kv) -> Path:
     return copy_gguf(src, dst, kv={k.replace("__", "."): v for k, v in kv.items()})
 
 
+def gguf_requantize_noisy(src: Path, dst: Path, name: str, noise: float, seed: int = 0) -> Path:
+    """One quantized tensor dequantized, given Gaussian noise of ``noise`` x its std, and quantized again in its
+    own type: a block weight corrupted beyond what its quant type explains."""
+    from gguf import quants
+
+    rng = np.random.default_rng(seed)
+
+    def t(n, data, q):
+        if n != name:
+            return data, q
+        w = quants.dequantize(data, q)
+        w = w + noise * np.std(w) * rng.standard_normal(w.shape).astype(np.float32)
+        return quants.quantize(w.astype(np.float32), q), q
+
+    return copy_gguf(src, dst, t)
+
+
+def gguf_swap_kv(src: Path, dst: Path, key_a: str, key_b: str) -> Path:
+    """Two metadata values exchanged (an mmproj's clip.vision.image_mean and image_std: llama.cpp PR#13208)."""
+    import gguf
+
+    fields = gguf.GGUFReader(str(src)).fields
+    return copy_gguf(src, dst, kv={key_a: fields[key_b].contents(), key_b: fields[key_a].contents()})
+
+
 def gguf_swap_tokens(src: Path, dst: Path, a: int, b: int) -> Path:
     """A vocabulary written wrong: the strings of token ids ``a`` and ``b`` exchanged."""
     import gguf

@@ -7,7 +7,7 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from breakers import gguf_edit_norm, onnx_edit, scale_channels
+from breakers import gguf_edit_norm, gguf_requantize_noisy, onnx_edit, scale_channels
 from normaudit.activations import diff_activations
 from normaudit.cli import app
 
@@ -192,26 +192,8 @@ def test_correct_quantized_conversions_pass_with_expected_drift(real):
         assert norms and all(w["dtype"] == "F32" and w["rel_l2"] == 0.0 for w in norms)
 
 
-def _requantize_noisy(src, dst, name, noise):
-    import gguf
-    from gguf import quants
-
-    rng = np.random.default_rng(0)
-
-    def t(n, data, q):
-        if n != name:
-            return data, q
-        w = quants.dequantize(data, q)
-        w = w + noise * np.std(w) * rng.standard_normal(w.shape).astype(np.float32)
-        return quants.quantize(w.astype(np.float32), q), q
-
-    from breakers import copy_gguf
-
-    return copy_gguf(src, dst, t)
-
-
 def test_block_weight_corrupted_beyond_its_quant_type(real, tmp_path):
-    bad = _requantize_noisy(real / "gguf/qwen3-q8_0.gguf", tmp_path / "bad.gguf", "blk.1.ffn_down.weight", 0.2)
+    bad = gguf_requantize_noisy(real / "gguf/qwen3-q8_0.gguf", tmp_path / "bad.gguf", "blk.1.ffn_down.weight", 0.2)
     r = diff_activations(real / "hf/qwen3", bad)
     assert not r.passed
     first = r.anomalies[0]

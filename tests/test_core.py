@@ -140,3 +140,78 @@ def test_gguf_header_walk_reads_no_readahead_window(tmp_path):
         pytest.skip(f"no readahead to avoid here (a cold 1 MiB read read {control} bytes)")
     walked = cold(lambda: GgufFile(path))
     assert walked <= (1 << 20) + (64 << 10), (walked, control)
+
+
+# -- the name fallback (no transformers: a core install) on families beyond the five --------------------------
+
+@pytest.fixture
+def by_names(monkeypatch):
+    """HF folders read by tensor names, as in a core-only install (the architecture is never built)."""
+    monkeypatch.setenv("NORMAUDIT_ARCHITECTURE", "0")
+
+
+def _checks(report):
+    return sorted((f.check, f.severity.value) for f in report.findings)
+
+
+def test_names_fallback_aligns_renamed_modules_by_block_index_and_leaf(by_names):
+    """transformers 5's ViT: checkpoint keys ``encoder.layer.N.layernorm_before``, modules (and so the ONNX export)
+    ``layers.N.layernorm_before``; sorted by name, ``layernorm_after`` would come first and pair with B's
+    ``layernorm_before``."""
+    import normaudit
+
+    for onnx in ("vit-plain.onnx", "vit-norm.onnx", "vit-folded.onnx"):
+        r = normaudit.audit(TM / "around/vit/hf", TM / "around/vit" / onnx)
+        assert r.passed, (onnx, _checks(r))
+        pairs = {p.a: (p.b, p.aligned_by) for p in r.pairs}
+        assert len(pairs) == 5
+        for i in (0, 1):
+            for leaf in ("layernorm_before", "layernorm_after"):
+                b, how = pairs[f"vit.encoder.layer.{i}.{leaf}"]
+                assert b.endswith(f"layers.{i}.{leaf}") and how == "index_leaf", (onnx, b, how)
+        assert all(p.weight is not None and p.weight["rel_l2"] == 0 for p in r.pairs)
+
+
+def test_names_fallback_vlm_towers(by_names):
+    """A VLM read by names: the language model's norms are another file's (qwen2_vl's checkpoint model_type is
+    qwen2_vl, its text config qwen2_vl_text), and a Gemma 3 VLM's SigLIP tower is plain x*w while its projector
+    norm is Gemma's x*(1+w)."""
+    import normaudit
+
+    r = normaudit.audit(TM / "around/qwen2_vl/hf", TM / "around/qwen2_vl/qwen2vl-mmproj-f32.gguf")
+    assert r.passed and len(r.pairs) == 7, _checks(r)
+    away = [f for f in r.findings if f.check == "not_in_file"]
+    assert len(away) == 1 and len(away[0].values["layers"]) == 3
+
+    r = normaudit.audit(TM / "around/gemma3_vlm/hf", TM / "around/gemma3_vlm/gemma3-mmproj-f32.gguf")
+    assert r.passed and "convention_mismatch" not in {c for c, _ in _checks(r)}, _checks(r)
+    conv = {p.a: p.convention for p in r.pairs}
+    assert len(conv) == 6
+    assert conv["multi_modal_projector.mm_soft_emb_norm"].startswith("1+w")
+    assert all(c.startswith("w") for a, c in conv.items() if "vision_tower" in a)
+
+
+def test_names_fallback_guesses_are_warnings(by_names):
+    """Outside the families the tables list, kind and eps read by names are guesses (wav2vec2's feature-extractor
+    'layer_norm' is a GroupNorm with the default eps): a mismatch on a guess is a warning that says so and how to
+    read the module instead; on a listed family (qwen3) an eps rewrite is still an error."""
+    import normaudit
+
+    r = normaudit.audit(TM / "wide/wav2vec2/hf", TM / "wide/wav2vec2/wav2vec2-dynamo-opset18.onnx")
+    assert r.passed
+    assert _checks(r) == [("eps_mismatch", "warning"), ("norm_type_mismatch", "warning")]
+    assert all("guess from tensor names" in f.message and "normaudit[activations]" in f.hint for f in r.findings)
+    inspected = normaudit.inspect(TM / "wide/wav2vec2/hf")
+    assert inspected.to_dict()["norms"][0]["guessed"] == ["kind", "eps"]
+    assert normaudit.inspect(TM / "real/hf/qwen3").norms[0].guessed == ()
+
+
+def test_names_fallback_eps_fault_on_a_listed_family_is_an_error(by_names, tmp_path):
+    import normaudit
+    from breakers import copy_gguf
+
+    bad = copy_gguf(TM / "real/gguf/qwen3-Q4_K_M.gguf", tmp_path / "bad.gguf",
+                    kv={"qwen3.attention.layer_norm_rms_epsilon": 1e-5})
+    r = normaudit.audit(TM / "real/hf/qwen3", bad)
+    assert not r.passed
+    assert [(f.check, f.severity.value) for f in r.failing()] == [("eps_mismatch", "error")]

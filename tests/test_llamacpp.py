@@ -264,6 +264,21 @@ def test_gguf_vs_gguf_through_the_runtime_needs_no_source(real):
     # side A's norm inputs come from the graph: B's norms on them are F32 in both files
     assert pts["blk.0.attn_norm"].local_rel_l2 < 1e-6 and pts["blk.1.ffn_norm"].local_rel_l2 < 1e-6
     assert r.output["kld_mean"] > 1e-6  # Q4_K_M moves the distributions
+    # B's tensors measured against A's float tensors of the same name: the drift is explained, the run passes
+    w = {x["tensor"]: x for x in r.weights}
+    assert len(w) == 25 and w["blk.0.attn_norm.weight"]["rel_l2"] == 0.0
+    assert 0 < w["token_embd.weight"]["rel_l2"] <= w["token_embd.weight"]["bound"]
+    assert w["blk.1.ffn_down.weight"]["block"] == "block.1"
+    assert r.passed and r.anomalies == [] and r.verdict.startswith("expected quantization drift (Q4_K_M)")
+
+
+@needs_llama
+def test_gguf_vs_gguf_through_the_runtime_still_pins_a_broken_norm(real, tmp_path):
+    bad = gguf_edit_norm(real / "gguf/qwen3-f32.gguf", tmp_path / "bad.gguf", {"blk.1.attn_norm.weight"},
+                         scale_channels([3, 17, 40], 1.5))
+    r = diff_activations(real / "gguf/qwen3-f32.gguf", bad, backend="llama.cpp")
+    assert not r.passed
+    assert r.anomalies[0]["point"] == "blk.1.attn_norm" and r.anomalies[0]["kind"] == "norm"
 
 
 # -- the shared corpus (CI) ------------------------------------------------------------------------------------

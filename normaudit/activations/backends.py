@@ -49,6 +49,10 @@ def build_runners(ma: NormModel, mb: NormModel, ctx: RunContext, backend: str,
     if backend == "llama.cpp":
         ra = llamacpp_runner(Path(ma.path), ma, ctx, **opts) if is_gguf[0] else build(ma, ctx)
         rb = llamacpp_runner(Path(mb.path), mb, ctx, **opts) if is_gguf[1] else build(mb, ctx)
+        if all(is_gguf):  # GGUF vs GGUF without the source: B's tensors against A's float ones, if A has them
+            from .runners.llamacpp import measure_against_gguf
+
+            measure_against_gguf(rb, ma)
         tap = Tap(ra)
         return tap, RuntimeSide(rb, tap)
     if is_gguf[0] or not is_gguf[1]:

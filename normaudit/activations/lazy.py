@@ -19,7 +19,7 @@ import numpy as np
 from ..kernels import rel_l2_error
 
 Getter = Callable[[], np.ndarray]
-UNIT_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)$")
+UNIT_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|blk)\.(\d+)$")
 
 
 @contextlib.contextmanager

@@ -44,7 +44,8 @@ class CompareReport:
     def to_dict(self) -> dict[str, Any]:
         def side(m: NormModel) -> dict[str, Any]:
             return {"path": m.path, "format": m.format, "container": m.container, "architecture": m.architecture,
-                    "counts": m.counts(), "norms": [n.to_dict(stats=False) for n in m.norms], **m.contracts()}
+                    "counts": m.counts(), "norms": [n.to_dict(stats=False) for n in m.norms], **m.contracts(),
+                    **({"notes": list(m.notes)} if m.notes else {})}
 
         return {"schema": "normaudit.compare/1", "a": side(self.a), "b": side(self.b),
                 "pairs": [p.to_dict() for p in self.pairs], "findings": [f.to_dict() for f in self.findings],

@@ -67,9 +67,11 @@ def norm_type(ctx: Context, pair: Pair) -> None:
         what = {frozenset({NormKind.RMS_NORM, NormKind.LAYER_NORM}):
                 "mean centring " + ("added" if lb.kind is NormKind.LAYER_NORM else "dropped")}.get(
             frozenset({la.kind, lb.kind}), "different normalization")
-        ctx.finding("norm_type_mismatch", la.id, lb.id, f"{la.kind.value} in A, {lb.kind.value} in B ({what})",
+        guess = guess_text(pair, "kind")
+        ctx.finding("norm_type_mismatch", la.id, lb.id, f"{la.kind.value} in A, {lb.kind.value} in B ({what})"
+                    + guess, GUESS_HINT if guess else
                     "the converter mapped the layer to the wrong norm op (cf. RMSNorm vs LayerNorm swaps)",
-                    kind_a=la.kind.value, kind_b=lb.kind.value)
+                    severity=Severity.WARNING if guess else None, kind_a=la.kind.value, kind_b=lb.kind.value)
         return
     if la.kind is lb.kind is NormKind.GROUP_NORM and la.num_groups and lb.num_groups and \
             la.num_groups != lb.num_groups:
@@ -79,6 +81,19 @@ def norm_type(ctx: Context, pair: Pair) -> None:
         if np.any(la.bias.load() != 0):
             ctx.finding("norm_type_mismatch", la.id, lb.id,
                         f"bias lost: A's {la.kind.value} has a non-zero bias, B's has none", "map the .bias tensor too")
+
+
+GUESS_HINT = ("install normaudit[activations] (transformers + torch) so the HF side's norms are read from the "
+              "modules themselves, then compare again")
+
+
+def guess_text(pair: Pair, what: str) -> str:
+    """'; A's kind is a guess ...' when a side's ``what`` was guessed from tensor names (then only a warning)."""
+    sides = [s for s, layer in (("A", pair.a), ("B", pair.b)) if what in layer.guessed]
+    if not sides:
+        return ""
+    return (f"; {' and '.join(sides)}'s {what} is a guess from tensor names and config.json (a model type "
+            "normaudit's tables do not list, read without transformers)")
 
 
 # -- eps --------------------------------------------------------------------------------------------------
@@ -120,8 +135,10 @@ def eps(ctx: Context, pair: Pair) -> None:
     wide = tuple(f"{x.eps_source.value}:{x.eps_key or x.eps_detail}" for x in (la, lb)
                  if x.eps_key or x.eps_source.value in _MODEL_WIDE)
     group = (ea, eb, wide, f"{_key_text(lb)} is {lb.eps:g}", f"{_key_text(la)} says {la.eps:g}") if wide else None
-    ctx.finding("eps_mismatch", la.id, lb.id, f"eps {la.eps:g} in A, {lb.eps:g} in B ({src_text(lb)})",
-                _eps_hint(la, lb), group=group, eps_a=la.eps, eps_b=lb.eps)
+    guess = guess_text(pair, "eps")
+    ctx.finding("eps_mismatch", la.id, lb.id, f"eps {la.eps:g} in A, {lb.eps:g} in B ({src_text(lb)})" + guess,
+                GUESS_HINT if guess else _eps_hint(la, lb), group=group, eps_a=la.eps, eps_b=lb.eps,
+                severity=Severity.WARNING if guess else None)
 
 
 # -- weights ----------------------------------------------------------------------------------------------

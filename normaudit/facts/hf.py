@@ -32,7 +32,8 @@ NORM_KIND: dict[str, NormKind] = {
     **{t: NormKind.LAYER_NORM for t in (
         "bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert",
         "nomic_bert", "jina_bert", "modernbert", "gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon",
-        "phi", "nemotron", "whisper", "vit", "clip", "clip_text_model", "siglip", "starcoder2", "cohere",
+        "phi", "nemotron", "whisper", "vit", "clip", "clip_text_model", "clip_vision_model", "siglip",
+        "siglip_vision_model", "starcoder2", "cohere",
         "mpt", "stablelm", "olmo", "bart", "mbart", "marian",
     )},
 }
@@ -61,6 +62,10 @@ TOWER_CONFIGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audio_config", ("audio_tower", "audio_encoder", "audio_model")),
 )
 
+#: module names of a multimodal projector: it belongs to the top-level model (a Gemma 3 projector's
+#: ``mm_soft_emb_norm`` is a Gemma RMSNorm, x * (1 + w)), not to the tower whose sub-config holds its eps
+PROJECTOR_MODULES: tuple[str, ...] = ("multi_modal_projector",)
+
 #: HF ``model_type`` -> GGUF ``general.architecture`` as llama.cpp's converter writes it.
 TO_GGUF_ARCH: dict[str, str] = {
     "llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen2_moe": "qwen2moe",
@@ -72,4 +77,6 @@ TO_GGUF_ARCH: dict[str, str] = {
     "stablelm": "stablelm", "mpt": "mpt", "granite": "granite", "deepseek_v2": "deepseek2",
     "deepseek_v3": "deepseek2", "internlm2": "internlm2", "exaone": "exaone", "cohere": "command-r",
     "smollm3": "smollm3", "glm4": "glm4", "minicpm": "minicpm",
+    "qwen2_vl": "qwen2vl", "qwen2_vl_text": "qwen2vl", "qwen2_5_vl": "qwen2vl", "qwen2_5_vl_text": "qwen2vl",
+    "qwen3_vl": "qwen3vl", "qwen3_vl_text": "qwen3vl",
 }

@@ -359,8 +359,12 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
     out: list[RenderableType] = [verdict_block(doc, width)]
     head = Text("A: ", style="dim")
     head.append_text(_model_label(doc["a"], width, 3))
+    for note in doc["a"].get("notes", []):
+        head.append(f"\n    {note}", style="dim")
     head.append("\nB: ", style="dim")
     head.append_text(_model_label(doc["b"], width, 3))
+    for note in doc["b"].get("notes", []):
+        head.append(f"\n    {note}", style="dim")
     n = len(doc.get("pairs", []))
     head.append(f"\n{n} aligned pairs; A has {len(doc['a'].get('norms', []))} norms, B has "
                 f"{len(doc['b'].get('norms', []))}" + ("" if verbose else " (--verbose lists them)"), style="dim")

@@ -420,7 +420,33 @@ class MeasuredWeights:
         return self._stats
 
 
-_UNIT_RE = re.compile(r"^(.*?(?:layers|layer|h|blocks|block)\.\d+)\.")
+_UNIT_RE = re.compile(r"^(.*?(?:layers|layer|h|blocks|block|blk)\.\d+)\.")
+
+#: GGUF tensor types a reference GGUF may hold for its tensors to count as the source values
+FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+
+
+def measure_against_gguf(runner: "LlamaCppRunner", reference: NormModel) -> bool:
+    """Without the HF source, B's tensors are measured against a float GGUF of the same model (A, in a GGUF vs GGUF
+    run: the f32 file and its quantization), tensor by tensor under the same GGUF names; True if any was."""
+    from .replay import open_gguf
+
+    if runner.weights is not None or reference.format_name != "gguf" or reference.handle is None:
+        return False
+    fb, fa = runner.model.handle, reference.handle
+    gt = open_gguf(fb)
+    for name, t in fb.tensors.items():
+        ta = fa.tensors.get(name)
+        if ta is None or ta.type_name not in FLOAT_TYPES or tuple(ta.shape) != tuple(t.shape):
+            continue
+        gt.mapping[name] = (name, (lambda n=name: fb.read(n)), t.type_name)
+    if not gt.mapping:
+        return False
+    runner.replay = gt
+    runner.weights = MeasuredWeights(gt, {n: (lambda n=n: fa.read(n)) for n in gt.mapping})
+    runner.notes.append(f"{Path(runner.model.path).name}: each tensor measured against "
+                        f"{Path(reference.path).name}'s float tensor of the same name ({len(gt.mapping)} tensors)")
+    return True
 
 
 def llamacpp_runner(path: Path, model: NormModel, ctx: RunContext, **options: Any) -> LlamaCppRunner:

@@ -46,12 +46,20 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
     model_type = model_type_of(config) if config else None
     top_type = config.get("model_type") if config else None
     top_type = top_type if isinstance(top_type, str) else None  # a hostile config may hold anything there
-    arch_kind = hf_facts.NORM_KIND.get(model_type or "") or hf_facts.NORM_KIND.get(top_type or "")
-    one_plus = (model_type in hf_facts.ONE_PLUS_MODEL_TYPES) or (top_type in hf_facts.ONE_PLUS_MODEL_TYPES)
+    text_kind = hf_facts.NORM_KIND.get(model_type or "") or hf_facts.NORM_KIND.get(top_type or "")
+    text_one_plus = (model_type in hf_facts.ONE_PLUS_MODEL_TYPES) or (top_type in hf_facts.ONE_PLUS_MODEL_TYPES)
     norms: list[NormLayer] = []
     for prefix, parts in sorted(_group_modules(refs).items(), key=lambda kv: natural(kv[0])):
         last = prefix.rsplit(".", 1)[-1]
         notes: list[str] = []
+        arch_kind, one_plus = text_kind, text_one_plus
+        tower = tower_config(config, prefix) if config else None
+        if tower and not set(prefix.split(".")) & set(hf_facts.PROJECTOR_MODULES):
+            # a vision / audio tower is its own model type (a Gemma 3 VLM's SigLIP tower: plain LayerNorms)
+            tower_type = config[tower].get("model_type")
+            tower_type = tower_type if isinstance(tower_type, str) else ""
+            arch_kind = hf_facts.NORM_KIND.get(tower_type)
+            one_plus = tower_type in hf_facts.ONE_PLUS_MODEL_TYPES
         if "running_var" in parts or "running_mean" in parts:
             kind = NormKind.BATCH_NORM
         elif GROUP_NORM_RE.search(last):
@@ -62,7 +70,11 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
             kind = NormKind.LAYER_NORM if "bias" in parts else arch_kind
         else:
             kind = NormKind.LAYER_NORM if "bias" in parts else NormKind.RMS_NORM
-            notes.append("kind guessed from the tensors (bias -> LayerNorm, none -> RMSNorm): no config")
+            notes.append("kind guessed from the tensors (bias -> LayerNorm, none -> RMSNorm): "
+                         + ("a model type normaudit's tables do not list" if config else "no config"))
+        # outside the families the tables list, kind and eps are guesses (a ConvNeXt LayerNorm hard-codes its eps,
+        # a wav2vec2 'layer_norm' may be a GroupNorm): only the module itself would tell
+        guessed = () if arch_kind is not None or kind is NormKind.BATCH_NORM else ("kind", "eps")
         eps, source, detail, key = None, EpsSource.UNKNOWN, "", ""
         hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ()), tower_config(config, prefix)) if config else None
         if hit is not None:
@@ -78,6 +90,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
             weight=parts.get("weight"), bias=parts.get("bias"),
             running_mean=parts.get("running_mean"), running_var=parts.get("running_var"),
             convention=convention, convention_known=bool(config), module=prefix, notes=notes, role=qk_role(prefix),
+            guessed=guessed,
         ))
     return norms
 
