@@ -129,7 +129,7 @@ def _with_outputs(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any
         for r in report_renderers.for_document(kind):
             params.append(pyinspect.Parameter(
                 f"output_{r.name}", pyinspect.Parameter.KEYWORD_ONLY, default=None,
-                annotation=Annotated[Optional[str], typer.Option(f"--{r.name}", help=r.help, metavar="FILE")]))
+                annotation=Annotated[Optional[str], typer.Option(f"--{r.name}", help=r.help_on(kind), metavar="FILE")]))
         fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         return fn
     return deco
@@ -156,11 +156,12 @@ RevisionOpt = Annotated[Optional[str], typer.Option(
 JsonOpt = Annotated[Optional[str], typer.Option(
     "--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else goes to stdout).",
     metavar="FILE|-")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="",
-                                        help="Print only the verdict (compare) or the counts (inspect); no progress.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the verdict; no progress.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", metavar="",
-                                          help="Also print every aligned pair and activation point (compare) or "
-                                               "where each eps was read (inspect).")]
+                                          help="Also print every aligned pair and activation point.")]
+InspectQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the counts; no progress.")]
+InspectVerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", metavar="",
+                                                 help="Also print where each eps was read.")]
 
 
 def _print(console: Console, items: list[Any]) -> None:
@@ -182,8 +183,8 @@ def inspect(
     json_out: JsonOpt = None,
     no_stats: Annotated[bool, typer.Option("--no-stats", metavar="",
                                            help="Do not read weights for min/mean/max.")] = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    quiet: InspectQuietOpt = False,
+    verbose: InspectVerboseOpt = False,
     **outputs: Any,
 ) -> None:
     """List every norm layer of MODEL: kind, eps and where it came from, shape, dtype, weight stats."""

@@ -372,6 +372,12 @@ def test_activations_report_output_vector_norms_and_pooled_cosine(st_bert):
     assert e["cosine"]["min"] > 0.99999 and "not L2-normalized" in e["verdict"]
     out = next(p for p in r.activations.points if p.kind == "output")
     assert out.note.startswith("compared as deployed") and out.metrics["rel_l2"] > 1
+    # that length difference is one problem, reported once: the static error, and the drift at the output as info
+    assert [(f.check, f.severity.value) for f in r.findings] == [("embedding_normalization_missing", "error"),
+                                                                 ("activation_drift", "info")]
+    [an] = r.activations.anomalies
+    assert an["kind"] == "length" and an["point"] == "output" and "differs in length only" in an["message"]
+    assert r.b.architecture == "BertModel"  # not the exporter's hook name on the nodes it inserts
     good = normaudit.audit(st_bert, A / "st_bert/st-bert-normalized.onnx", activations=True)
     assert good.passed and good.activations.embedding["b"]["unit"]
     assert good.activations.embedding["verdict"] == "B's vectors match A's (direction and length)"

@@ -224,6 +224,9 @@ def test_three_way_attribution_tells_conversion_from_runtime(real, tmp_path):
     res = runner.invoke(app, ["compare", str(hf), str(rope), "--activations", "--backend", "both", "--verbose"])
     assert "three-way attribution" in res.output and "three-way attribution (rel L2 per point)" in res.output
     assert " ".join(res.output.split()).count("first diverges at model.layers.0.post_attention_layernorm") == 1
+    flat = " ".join(res.output.split())  # the inherited drift is put on the runtime, not on the file's weights
+    assert "the drift comes from upstream, in what only the runtime computes" in flat
+    assert "embeddings or non-norm weights" not in flat
 
 
 @needs_llama
@@ -258,7 +261,9 @@ def test_tokenizer_checks(real, tmp_path):
 def test_gguf_vs_gguf_through_the_runtime_needs_no_source(real):
     r = diff_activations(real / "gguf/qwen3-f32.gguf", real / "gguf/qwen3-Q4_K_M.gguf", backend="llama.cpp")
     assert "llama.cpp runtime" in r.backends["a"] and "llama.cpp runtime" in r.backends["b"]
-    assert r.tokenization is None  # no HF tokenizer to compare with
+    assert r.tokenization is None  # no HF tokenizer to compare with, and the report says so
+    assert ("tokenizer not compared (tokenizer_mismatch / tokenizer_special_tokens skipped): neither side is an HF "
+            "folder (give one with --model HF_DIR)") in r.notes
     pts = by_a(r)
     assert sum(p.kind == "norm" for p in r.points) == 9
     # side A's norm inputs come from the graph: B's norms on them are F32 in both files

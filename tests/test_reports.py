@@ -269,6 +269,15 @@ def test_annotation_text_is_escaped():
     assert line == "::warning file=a%2Cb%3Ac.gguf,line=1,title=normaudit x::x: 50%25%0Aline"
 
 
+def test_stale_model_wide_baseline_entry_annotation_names_the_model():
+    from normaudit.report.github import annotations
+
+    doc = {"fail_on": "error", "b": {"path": "b.gguf"}, "findings": [],
+           "baseline": {"stale": [{"check": "eps_mismatch", "a": None, "b": None}]}}
+    assert annotations(doc) == ["::warning title=normaudit baseline::baseline entry no longer occurs: eps_mismatch "
+                                "(model) -> (model)"]
+
+
 # -- JSON document ---------------------------------------------------------------------------------------------
 
 def test_document_records_version_time_and_input_hashes(failing, real):
@@ -304,6 +313,20 @@ def test_documents_validate_against_the_shipped_schemas(failing, tm, real, tmp_p
     doc = json.loads(json.dumps(quant.to_dict(), default=float))
     assert doc["activations"]["weights"] and doc["activations"]["output"] and doc["activations"]["sensitivity"]
     schemas.validate(doc)
+    # asked for with --sensitivity, the ranking is printed without --verbose too: its top 5 rows
+    import io
+
+    from rich.console import Console
+
+    from normaudit.report.table import compare_view
+
+    console = Console(width=140, file=io.StringIO(), record=True)
+    for part in compare_view(doc, 140):
+        console.print(part)
+    text = console.export_text()
+    n = len(doc["activations"]["sensitivity"])
+    assert f"top 5 of {n})" in text and doc["activations"]["sensitivity"][0]["tensor"] in text
+    assert doc["activations"]["sensitivity"][5]["tensor"] not in text
     for model in ("qwen3/qwen3-q8_0.gguf", "bert/bert-legacy-opset14.onnx", "cnn/cnn.pt2"):
         res = runner.invoke(app, ["inspect", str(tm / model), "--json", "-"])
         doc = json.loads(res.stdout)

@@ -322,20 +322,30 @@ def finish(report: Any, runner_a: Any, runner_b: Any, th: Thresholds, text: str 
     runtime = runner_b.inner if getattr(runner_b.inner, "runtime", False) else runner_a.inner
     dirs = [d for r in (runner_a, runner_b) for d in r.hints.tokenizer_dirs]
     report.tokenization = compare_tokenization(Path(runtime.path), dirs, text)
+    if report.tokenization is None:
+        _, why = _hf_tokenizer(dirs)
+        report.notes.append(f"tokenizer not compared (tokenizer_mismatch / tokenizer_special_tokens skipped): {why}")
 
 
 # -- tokenization --------------------------------------------------------------------------------------------
 
-def _hf_tokenizer(dirs: list[Path]) -> Any | None:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt")
+
+
+def _hf_tokenizer(dirs: list[Path]) -> tuple[Any | None, str]:
+    """The HF tokenizer of the first folder in ``dirs`` that has one, or (None, why there is none)."""
     for d in dirs:
-        if d.is_dir() and any((d / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.txt")):
+        if d.is_dir() and any((d / f).is_file() for f in TOKENIZER_FILES):
             try:
                 from transformers import AutoTokenizer
 
-                return AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-            except Exception:  # transformers raises many types for a broken folder: no comparison then
-                return None
-    return None
+                return AutoTokenizer.from_pretrained(str(d), local_files_only=True), ""
+            except Exception as exc:  # transformers raises many types for a broken folder: no comparison then
+                msg = " ".join(str(exc).split())[:160]
+                return None, f"the HF tokenizer in {d} could not be loaded ({type(exc).__name__}: {msg})"
+    if not dirs:
+        return None, "neither side is an HF folder (give one with --model HF_DIR)"
+    return None, f"no HF tokenizer ({' / '.join(TOKENIZER_FILES)}) in {', '.join(str(d) for d in dirs)}"
 
 
 def _ends(ids: list[int], special: set[int]) -> tuple[int, int]:
@@ -358,7 +368,7 @@ def compare_tokenization(gguf: Path, tokenizer_dirs: list[Path], text: str | Non
     probe text of :mod:`normaudit.facts.llamacpp` when no --text was given.  None without an HF tokenizer."""
     from .runners.llamacpp import gguf_tokenize
 
-    tok = _hf_tokenizer(tokenizer_dirs)
+    tok, _ = _hf_tokenizer(tokenizer_dirs)
     if tok is None:
         return None
     source = "--text" if text is not None else "probe text (no --text given)"

@@ -265,6 +265,14 @@ def diff_activations(a: str | Path | NormModel, b: str | Path | NormModel, *, in
         file_type = _file_type(mb if replayed is runner_b else ma)
     b_dtypes = {a_id: layer.dtype for a_id, layer in b_layers.items()}
     report.anomalies = verdict.judge(ordered, report.weights, first, th, b_dtypes)
+    if report.embedding is not None and "L2-normalized" in report.embedding["verdict"]:
+        # same directions, and one side normalizes: the drift at the output is that length difference
+        outputs = {p.a for p in ordered if p.kind == "output"}
+        for an in report.anomalies:
+            if an["kind"] == "drift" and an["point"] in outputs:
+                an["kind"] = "length"
+                an["message"] = (f"the output differs in length only ({report.embedding['verdict']}): rel L2 "
+                                 f"{first.metrics['rel_l2']:.3g} at {an['point']}")
     report.verdict = verdict.summary(report.weights, report.output, ordered, report.anomalies, file_type)
     if sensitivity:
         if replayed is not runner_b:

@@ -32,13 +32,18 @@ TOKENIZER_CHECKS = ("tokenizer_mismatch", "tokenizer_special_tokens")
 VOLATILE_KEYS = ("created", "normaudit_version")
 
 
-def divergence_verdict(local: float | None, total: float | None) -> str:
+def divergence_verdict(local: float | None, total: float | None, act: dict | None = None) -> str:
     """Whether the first diverging layer adds the error itself or inherits it (``local``: the rel L2 of B's
-    layer re-run on A's input; ``total``: the rel L2 at that point)."""
+    layer re-run on A's input; ``total``: the rel L2 at that point). With ``act`` (the document's activations
+    section), an inherited drift that the three-way attribution puts on the runtime alone says so."""
     if local is None or total is None:
         return "no local replay for this point"
     if local >= 0.5 * total:
         return f"this layer adds the error (local rel L2 {local:.2e} of {total:.2e})"
+    first = ((act or {}).get("attribution") or {}).get("first") or {}
+    if first.get("runtime") and not first.get("conversion"):
+        return (f"inherited: B's layer on A's input is within {local:.2e}; the drift comes from upstream, in what "
+                f"only the runtime computes (the file's tensors match: see the three-way attribution)")
     return (f"inherited: B's layer on A's input is within {local:.2e}; the drift comes from upstream "
             f"(embeddings or non-norm weights)")
 
@@ -50,19 +55,22 @@ _ANOMALY_HINTS = {
     "block": "the block's kernels or wiring differ (RoPE layout, attention, activation function), not its weights",
     "drift": "a float conversion must match: this layer adds the error if its local rel L2 is close to the total",
     "non_finite": "NaN/inf in B's activations",
+    "length": "the model matches; only the output's L2 normalization differs: see embedding_normalization_missing",
     "runtime": "llama.cpp computes something the replay of the same file does not: its graph, a kernel, or metadata "
                "only the runtime reads (rope, attention settings); the file's tensors and eps are not the cause",
 }
 
 
-def drift_findings(act: ActivationReport) -> list[Finding]:
+def drift_findings(act: ActivationReport, static_checks: set[str] = frozenset()) -> list[Finding]:
     """The activation diff as findings: one error per anomaly (what quantization cannot explain); without
-    anomalies, one info finding with the expected drift (KLD, top-1 agreement) when B drifts at all."""
+    anomalies, one info finding with the expected drift (KLD, top-1 agreement) when B drifts at all. An output
+    that differs only in length is info when the static ``embedding_normalization_missing`` already fails for it."""
     b_of = {p.a: p.b for p in act.points}
     out = []
     for an in act.anomalies:
         point = an["point"]
-        out.append(Finding(ACTIVATION_DRIFT, Severity.ERROR, point, b_of.get(point, (an.get("blame") or [None])[0]),
+        told = an["kind"] == "length" and "embedding_normalization_missing" in static_checks
+        out.append(Finding(ACTIVATION_DRIFT, Severity.INFO if told else Severity.ERROR, point, b_of.get(point, (an.get("blame") or [None])[0]),
                            an["message"], _ANOMALY_HINTS.get(an["kind"], ""),
                            {k: v for k, v in an.items() if k not in ("message", "point")}))
     if not out and act.first_divergence is not None:
@@ -105,7 +113,8 @@ class AuditReport:
         out = list(self.static.findings)
         if self.activations is not None:
             if self._drift is None or self._drift[0] != id(self.activations):
-                self._drift = (id(self.activations), drift_findings(self.activations)
+                static_checks = {f.check for f in self.static.findings}
+                self._drift = (id(self.activations), drift_findings(self.activations, static_checks)
                                + tokenizer_findings(getattr(self.activations, "tokenization", None)))
             out.extend(self._drift[1])
         return out

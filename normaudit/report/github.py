@@ -40,5 +40,6 @@ def annotations(doc: dict[str, Any]) -> list[str]:
         out.append(f"::{cmd} file={_prop(path)},line=1,title={_prop(title)}::{_data(text)}")
     for e in (doc.get("baseline") or {}).get("stale", []):
         out.append(f"::warning title={_prop('normaudit baseline')}::"
-                   + _data(f"baseline entry no longer occurs: {e.get('check')} {e.get('a')} -> {e.get('b')}"))
+                   + _data(f"baseline entry no longer occurs: {e.get('check')} {e.get('a') or '(model)'} -> "
+                         f"{e.get('b') or '(model)'}"))
     return out

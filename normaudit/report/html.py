@@ -193,7 +193,7 @@ def _activations(doc: dict[str, Any]) -> str:
                    f'{e(th.get("rel_l2"))}): <code>{e(fd["a"])}</code> '
                    f'({e(fd["kind"])}) · rel L2 {_g(fd.get("rel_l2"), ".3g")} · cosine {_g(fd.get("cosine"), ".6f")} · '
                    f'local rel L2 {_g(fd.get("local_rel_l2"), ".3g")}<div class="msg">'
-                   f'{e(divergence_verdict(fd.get("local_rel_l2"), fd.get("rel_l2")))}</div>'
+                   f'{e(divergence_verdict(fd.get("local_rel_l2"), fd.get("rel_l2"), act))}</div>'
                    + (f'<div class="hint">hint: {e(drift["hint"])}</div>' if drift else "")
                    + (" <span class=\"tag\">suppressed by baseline</span>" if drift and drift.get("suppressed") else "")
                    + "</div>")
@@ -454,4 +454,6 @@ def render(doc: dict[str, Any]) -> str:
 
 
 RENDERER = Renderer("html", "Write a self-contained HTML report to FILE (verdict, findings, drift plots, pairs, "
-                            "inputs and thresholds).", ("compare", "inspect"), render)
+                            "inputs and thresholds).", ("compare", "inspect"), render,
+                    help_for={"inspect": "Write a self-contained HTML report to FILE (eps and weight min/mean/max "
+                                         "along the layers, every layer in a table)."})

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +16,10 @@ class Renderer:
     help: str
     documents: tuple[str, ...]  # which documents it renders: "compare", "inspect"
     render: Callable[[dict[str, Any]], str]  # document dict -> file text
+    help_for: dict[str, str] = field(default_factory=dict)  # the option's help on one command, when it differs
+
+    def help_on(self, kind: str) -> str:
+        return self.help_for.get(kind, self.help)
 
 
 def _renderers() -> list[Renderer]:

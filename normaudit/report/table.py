@@ -207,7 +207,7 @@ def activations_summary(act: dict[str, Any], width: int = 80) -> list[Renderable
         t = Text("first divergence", style="yellow")
         rest = indented(f"first divergence (rel L2 > {act.get('thresholds', {}).get('rel_l2')}): {fd['a']} "
                         f"({fd['kind']}): rel L2 {_g(fd.get('rel_l2'), '.3g')}, cosine {_g(fd.get('cosine'), '.6f')}; "
-                        + divergence_verdict(fd.get('local_rel_l2'), fd.get('rel_l2')), width, indent=0)
+                        + divergence_verdict(fd.get('local_rel_l2'), fd.get('rel_l2'), act), width, indent=0)
         t.append(rest.plain[len("first divergence"):])
         out.append(t)
     else:
@@ -321,16 +321,19 @@ def attribution_view(act: dict[str, Any], width: int) -> RenderableType:
     return Group(title, _stacked(stacked, width))
 
 
-def sensitivity_view(act: dict[str, Any]) -> RenderableType | None:
+def sensitivity_view(act: dict[str, Any], limit: int = 20) -> RenderableType | None:
+    """The ``limit`` tensors whose quantization costs most (asked for with --sensitivity: shown without --verbose)."""
     sens = act.get("sensitivity") or []
     if not sens:
         return None
+    more = f"; top {limit} of {len(sens)}" if len(sens) > limit else ""
     table = Table(box=box.SIMPLE_HEAD, title=Text("sensitivity: one quantized tensor at a time (its block's output on "
-                                                  "A's input; weight error for tensors outside blocks)", style="bold"),
+                                                  f"A's input; weight error for tensors outside blocks{more})",
+                                                  style="bold"),
                   title_justify="left", pad_edge=False)
     for col in ("tensor", "dtype", "scope", "rel L2", "cosine"):
         table.add_column(col, no_wrap=col != "tensor", justify="right" if col in ("rel L2", "cosine") else "left")
-    for r in sens[:20]:
+    for r in sens[:limit]:
         table.add_row(Text(str(r["tensor"])), Text(str(r["dtype"])), Text(str(r.get("scope", ""))),
                       _g(r.get("output_rel_l2"), ".3e"), _g(r.get("output_cosine"), ".6f"))
     return table
@@ -382,10 +385,10 @@ def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list
             out.append(activation_points_view(act, width))
             if act.get("attribution"):
                 out.append(attribution_view(act, width))
-            sens = sensitivity_view(act)
-            if sens is not None:
-                out.append(sens)
     if act is not None:
+        sens = sensitivity_view(act, 20 if verbose else 5)  # asked for explicitly: shown without --verbose too
+        if sens is not None:
+            out.append(sens)
         out += [Text(f"note: {note}", style="dim") for note in act.get("notes", [])]
     if verbose:
         out.append(verdict_block(doc, width))

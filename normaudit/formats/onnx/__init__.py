@@ -119,7 +119,9 @@ def load_onnx(path: Path) -> NormModel:
 def _architecture(g: OnnxGraph) -> str | None:
     """The exported PyTorch class (from dynamo's class hierarchy metadata), if recorded."""
     for node in g.nodes[:50]:
-        classes = class_hierarchy(node)
+        # module classes are qualified names; skip the leaf op (aten.*) and the exporter's own hooks
+        # (``_empty_nn_module_stack_from_metadata_hook`` on nodes it inserts)
+        classes = [c for c in class_hierarchy(node) if "." in c and not c.startswith(("aten.", "prims.", "_operator."))]
         for cls in classes:
             if cls.startswith("transformers.models."):
                 return cls.rsplit(".", 1)[-1]
