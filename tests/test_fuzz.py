@@ -203,6 +203,7 @@ def test_replay():
 # One seed per distinct failure it found; each was fixed in the reader and stays fixed.  The seed is the whole
 # recipe (sources are the tracked testmodels/), so a clean clone builds the same files.
 LONG_RUN_FINDINGS = [
+    ("pt", 352414391923),  # internal_error in tensors.py: member_pickle 'FloatStorage->QInt8Storage' (torch assert)
     ("onnx", 907436834502),  # internal_error in graph.py: dequantize 'm.encoder.layer.0.attention.output.LayerNorm.wei'
     ("onnx", 581071745554),  # internal_error in graph.py: op_swap 'ConvTranspose->Sqrt, BatchNormalization->Instanc'
     ("onnx", 382009711266),  # internal_error in __init__.py: metadata 'pkg.torch.onnx.class_hierarchy="{\'a\': 1}"'

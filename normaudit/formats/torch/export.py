@@ -65,7 +65,7 @@ def load_export_with_torch(path: Path) -> NormModel:
         name = placeholder_to_state.get(getattr(arg, "name", None)) if isinstance(arg, torch.fx.Node) else None
         if name is None or name not in state:
             return None
-        return torch_ref(name, state[name])
+        return torch_ref(name, state[name], path)
 
     norms, linear_ops = norms_from_graph(ep.graph.nodes, ref_for)
     return NormModel(path=str(path), format="pytorch", architecture=_export_arch(ep.graph.nodes), norms=norms,

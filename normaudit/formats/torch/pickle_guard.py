@@ -56,4 +56,4 @@ def flatten_state(obj: Any, path: Path) -> dict[str, TensorRef]:
         obj = obj["model"]
     if not isinstance(obj, dict):
         raise NormauditError(f"{path}: not a state_dict (found {type(obj).__name__})")
-    return {str(k): torch_ref(str(k), v) for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return {str(k): torch_ref(str(k), v, path) for k, v in obj.items() if isinstance(v, torch.Tensor)}

@@ -81,13 +81,21 @@ def _pread_loader(path: Path, offset: int, nbytes: int, dtype: Any, shape: tuple
     return load
 
 
-def torch_ref(name: str, tensor: Any) -> TensorRef:
-    """A TensorRef over a torch tensor already in memory."""
+def torch_ref(name: str, tensor: Any, source: str | Path | None = None) -> TensorRef:
+    """A TensorRef over a torch tensor already in memory (``source``: the file it came from, for errors)."""
     shape = tuple(int(d) for d in tensor.shape)
 
     def load(t: Any = tensor) -> np.ndarray:
         import torch
 
-        return t.detach().to(dtype=torch.float32).cpu().numpy()
+        try:
+            if getattr(t, "is_quantized", False):
+                t = t.dequantize()
+            return t.detach().to(dtype=torch.float32).cpu().numpy()
+        except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+            # a tensor torch itself cannot read (e.g. a quantized tensor whose storage type was swapped)
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            where = f"{source}: " if source is not None else ""
+            raise CorruptFile(f"{where}tensor {name} ({dtype_name(t.dtype)}) cannot be read as float32: {why}") from None
 
     return TensorRef(name, shape, dtype_name(tensor.dtype), load)
