@@ -68,11 +68,32 @@ def run(corpus: Path, args: list[str]) -> dict:
     return {"exit": proc.returncode, "doc": _strip(json.loads(proc.stdout))}
 
 
+def diff_paths(want, got, path: str = "") -> list[str]:
+    """Where two documents differ: JSON paths (list indices as [i]), values shown when short."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = []
+        for k in sorted(set(want) | set(got)):
+            if k not in got:
+                out.append(f"{path}.{k}: removed")
+            elif k not in want:
+                out.append(f"{path}.{k}: added")
+            else:
+                out += diff_paths(want[k], got[k], f"{path}.{k}")
+        return out
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        return [d for i, (w, g) in enumerate(zip(want, got)) for d in diff_paths(w, g, f"{path}[{i}]")]
+    if want == got:
+        return []
+    short = lambda v: json.dumps(v)[:80]  # noqa: E731
+    return [f"{path}: {short(want)} -> {short(got)}"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["record", "check"])
     ap.add_argument("dir", type=Path)
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    ap.add_argument("--show", type=int, default=20, help="check: print up to this many differing paths per document")
     ns = ap.parse_args()
     corpus = ns.corpus.resolve()
     ns.dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +109,8 @@ def main() -> int:
             if want != json.loads(json.dumps(got, sort_keys=True)):
                 bad += 1
                 print(f"DIFFERS: {name}", flush=True)
+                for d in diff_paths(want, json.loads(json.dumps(got, sort_keys=True)))[:ns.show]:
+                    print(f"    {d}", flush=True)
         print(f"[{i}/{len(todo)}] {name}", file=sys.stderr, flush=True)
     print(f"{len(todo)} documents, {bad} differ" if ns.mode == "check" else f"recorded {len(todo)} documents")
     return 1 if bad else 0

@@ -3,6 +3,7 @@
     python testmodels/wide/generate.py                         # every family
     python testmodels/wide/generate.py --families phi3,t5      # only these (others kept in expected.json)
     python testmodels/wide/generate.py --out /tmp/wide         # elsewhere
+    python testmodels/wide/generate.py --restore               # only the big files a clone lacks (CI does this)
 
 For each family a tiny model is built from transformers' own model code (seeded random weights; hidden 32,
 2 layers), every norm module gets randomised parameters (weight 1 +- 0.1, or 0 +- 0.1 where the module
@@ -1021,18 +1022,56 @@ FIELDS = {
 }
 
 
+def restore(names: list[str], args) -> int:
+    """Regenerate the missing uncommitted files of ``names`` (see --restore); 1 if one could not be recreated."""
+    root = args.out.resolve()
+    expected = json.loads((root / "expected.json").read_text())["families"]
+    todo = {fam: [f for f in expected[fam].get("files", []) if f.get("produced") and not f.get("committed", True)
+                  and not (root / f["path"]).exists()] for fam in names if fam in expected}
+    todo = {fam: files for fam, files in todo.items() if files}
+    if not todo:
+        print("restore: every recorded file is present")
+        return 0
+    bad, t0 = 0, time.time()
+    with tempfile.TemporaryDirectory(prefix="normaudit-wide-") as td:
+        for fam, files in todo.items():
+            print(f"== {fam}: regenerating {len(files)} missing files", flush=True)
+            generate_family(fam, Path(td), args)
+            for f in files:
+                src, dst = Path(td) / f["path"], root / f["path"]
+                if not src.is_file():
+                    print(f"  {f['path']}: NOT produced this time", flush=True)
+                    bad += 1
+                    continue
+                sha = _sha(src)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                same = sha == f.get("sha256")
+                print(f"  {f['path']}: restored" + ("" if same else f" with OTHER bytes than recorded (sha256 "
+                                                                  f"{sha[:12]}, recorded {str(f.get('sha256'))[:12]})"),
+                      flush=True)
+    print(f"restore: {sum(map(len, todo.values()))} files in {time.time() - t0:.0f} s, {bad} not produced")
+    return 1 if bad else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", default=",".join(FAMILIES), help=f"comma list from: {', '.join(FAMILIES)}")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--lcp-sdist", type=Path, default=DEFAULT_SDIST)
     ap.add_argument("--lcp-src", type=Path, default=DEFAULT_LCP_SRC)
+    ap.add_argument("--restore", action="store_true",
+                    help="recreate only the files expected.json records as produced but too big to commit that are "
+                         "missing under --out: each such family is regenerated in a temporary folder and those files "
+                         "are copied in and checked against their recorded sha256; expected.json is left as it is")
     args = ap.parse_args()
     torch.set_num_threads(THREADS)
     names = [n.strip() for n in args.families.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
         ap.error(f"unknown families {unknown}")
+    if args.restore:
+        sys.exit(restore(names, args))
     root = args.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
     exp_path = root / "expected.json"
