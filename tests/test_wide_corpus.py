@@ -17,7 +17,7 @@ from breakers import copy_gguf, gguf_edit_norm, gguf_eps, onnx_edit, scale_chann
 
 W = Path(__file__).resolve().parents[1] / "testmodels" / "wide"
 EXPECTED = json.loads((W / "expected.json").read_text())["families"]
-REGEN = "not committed (too big): regenerate with `python testmodels/wide/generate.py`"
+REGEN = "not committed (too big): recreate with `python testmodels/wide/generate.py --restore`"
 
 
 def _present(rel: str) -> Path:

@@ -52,8 +52,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 LCP_VERSION = "0.3.36"
-DEFAULT_SDIST = Path(f"/tmp/lcp/llama_cpp_python-{LCP_VERSION}.tar.gz")
-DEFAULT_LCP_SRC = Path("/work/lcp-src")
+# llama.cpp's converter comes from the llama-cpp-python sdist: fetched from the package index (pip download)
+# into the temp folder when not there, and extracted beside it
+DEFAULT_SDIST = Path(tempfile.gettempdir()) / "normaudit-lcp" / f"llama_cpp_python-{LCP_VERSION}.tar.gz"
+DEFAULT_LCP_SRC = Path(tempfile.gettempdir()) / "normaudit-lcp" / "src"
 SEQ = 8
 SPM_VOCAB = 128          # sentencepiece vocab trained here (BPE for llama-like, unigram for T5)
 GPT2_VOCAB = 50257       # llama.cpp only accepts BPE tokenizers it recognises: GPT-2's own (from ggml-vocab-gpt-2.gguf)
@@ -637,6 +639,10 @@ def lcp_root(args) -> Path:
     root = args.lcp_src / f"llama_cpp_python-{LCP_VERSION}" / "vendor" / "llama.cpp"
     if not (root / "convert_hf_to_gguf.py").is_file():
         args.lcp_src.mkdir(parents=True, exist_ok=True)
+        if not args.lcp_sdist.is_file():
+            args.lcp_sdist.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                            f"llama-cpp-python=={LCP_VERSION}", "-d", str(args.lcp_sdist.parent)], check=True)
         with tarfile.open(args.lcp_sdist) as tf:
             tf.extractall(args.lcp_src, filter="data")
     return root
@@ -1047,9 +1053,10 @@ def restore(names: list[str], args) -> int:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 same = sha == f.get("sha256")
-                print(f"  {f['path']}: restored" + ("" if same else f" with OTHER bytes than recorded (sha256 "
-                                                                  f"{sha[:12]}, recorded {str(f.get('sha256'))[:12]})"),
-                      flush=True)
+                why = " (dynamo exports record the generator's path in their metadata)" if dst.suffix == ".onnx" else ""
+                print(f"  {f['path']}: restored" + ("" if same else f" with other bytes than recorded (sha256 "
+                                                                  f"{sha[:12]}, recorded {str(f.get('sha256'))[:12]})"
+                                                                  + why), flush=True)
     print(f"restore: {sum(map(len, todo.values()))} files in {time.time() - t0:.0f} s, {bad} not produced")
     return 1 if bad else 0
 
