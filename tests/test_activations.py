@@ -1,6 +1,7 @@
 """Activation diffs: replay, ONNX, .pt2 backends; first divergence and local error on broken files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,9 +95,8 @@ def test_gemma_shift_removed_pins_first_norm(real, tmp_path):
     assert fd.a == "model.layers.0.input_layernorm" and fd.local_rel_l2 > 0.5
 
 
-def test_onnx_eps_constant_changed_in_one_layer(real, tmp_path):
-    layer = "m.model.layers.1.post_attention_layernorm"
-
+def _onnx_eps_changed(real: Path, out: Path, layer: str = "m.model.layers.1.post_attention_layernorm") -> Path:
+    """The qwen3 dynamo export with the eps constant of one RMSNorm's ``Add`` rewritten to 1e-2."""
     def f(m):
         for n in m.graph.node:
             scopes = {p.key: p.value for p in n.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
@@ -106,7 +106,11 @@ def test_onnx_eps_constant_changed_in_one_layer(real, tmp_path):
                 return
         raise AssertionError("no eps Add found")
 
-    bad = onnx_edit(real / "onnx/qwen3-dynamo-opset18.onnx", tmp_path / "bad.onnx", f)
+    return onnx_edit(real / "onnx/qwen3-dynamo-opset18.onnx", out, f)
+
+
+def test_onnx_eps_constant_changed_in_one_layer(real, tmp_path):
+    bad = _onnx_eps_changed(real, tmp_path / "bad.onnx")
     r = diff_activations(real / "hf/qwen3", bad)
     fd = r.first_divergence
     assert fd is not None and fd.a == "model.layers.1.post_attention_layernorm"
@@ -236,17 +240,7 @@ def test_eps_rewritten_in_quantized_file(real, tmp_path):
 
 def test_float_export_drift_is_unexplained(real, tmp_path):
     """No weights to measure on an ONNX side: drift above the thresholds is itself the anomaly."""
-    layer = "m.model.layers.1.post_attention_layernorm"
-
-    def f(m):
-        for n in m.graph.node:
-            scopes = {p.key: p.value for p in n.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
-            if n.op_type == "Add" and f"'{layer}'" in scopes:
-                m.graph.initializer.append(numpy_helper.from_array(np.array(1e-2, np.float32), "eps_bad"))
-                n.input[1] = "eps_bad"
-                return
-
-    bad = onnx_edit(real / "onnx/qwen3-dynamo-opset18.onnx", tmp_path / "bad.onnx", f)
+    bad = _onnx_eps_changed(real, tmp_path / "bad.onnx")
     r = diff_activations(real / "hf/qwen3", bad)
     assert r.weights is None
     assert r.anomalies[0]["point"] == "model.layers.1.post_attention_layernorm"
