@@ -165,7 +165,8 @@ def split_elsewhere(a: NormModel, b: NormModel) -> dict[str, tuple[list[NormLaye
                 MMPROJ_DROPS in (checkpoint_name(n) or "") + "|" + module_name(n) + "." or _gguf_key(text, n))]
             why = "the language model: llama.cpp's converter writes it to the text GGUF, not to the mmproj"
         else:
-            away = [n for n in src.norms if _gguf_key(mm, n) is not None and _gguf_key(text, n) is None]
+            # the text table first: a text model's norms all map there, and gguf-py's clip table is never built
+            away = [n for n in src.norms if _gguf_key(text, n) is None and _gguf_key(mm, n) is not None]
             why = "the vision/audio tower and projector: llama.cpp's converter writes them to the mmproj GGUF"
         if away and len(away) < len(src.norms):
             out[side] = (away, why)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,12 @@ def cache_dir() -> Path:
 
 def _version(pkg: str) -> str | None:
     try:
+        if importlib.util.find_spec(pkg) is None:  # cheap: a core install answers without importlib.metadata
+            return None
+        from importlib import metadata
+
         return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
+    except (ImportError, ValueError):  # metadata.PackageNotFoundError is an ImportError
         return None
 
 
