@@ -584,3 +584,65 @@ def test_pickle_scanner_accepts_plain_tensor_pickles_only(marker):
         assert "mkdir" in pa._pickle_reason(pickle.dumps({"x": _Payload(marker)}, protocol=protocol))
     assert "unparseable" in pa._pickle_reason(b"\x80\x02\xff garbage")
     assert not marker.exists()
+
+
+@needs_torch
+def test_norms_written_out_as_arithmetic_are_found(tmp_path):
+    """A LayerNorm written as mean / pow / sqrt (ConvNeXt's channels-first one, with a broadcast affine) or as
+    mean / pow / rsqrt over the last dim is a layer_norm over its own dims; HF's RMSNorm stays an rms_norm."""
+    import normaudit
+    from normaudit.model import NormKind
+
+    nn = torch.nn
+
+    class ChannelsFirstLN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(torch.rand(6) + 0.5), nn.Parameter(torch.randn(6))
+
+        def forward(self, x):
+            u = x.mean(1, keepdim=True)
+            s = (x - u).pow(2).mean(1, keepdim=True)
+            return self.weight[:, None, None] * ((x - u) / torch.sqrt(s + 1e-6)) + self.bias[:, None, None]
+
+    class LastDimLN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.rand(6) + 0.5)
+
+        def forward(self, x):
+            c = x - x.mean(-1, keepdim=True)
+            return c * torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + 3e-5) * self.weight
+
+    class RMS(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.rand(6) + 0.5)
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * self.weight
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cf, self.last, self.rms = ChannelsFirstLN(), LastDimLN(), RMS()
+
+        def forward(self, x):
+            y = self.cf(x)  # [1, 6, 4, 4]
+            return self.rms(self.last(y.permute(0, 2, 3, 1)))
+
+    torch.manual_seed(0)
+    m = M().eval()
+    path = tmp_path / "arith.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(m, (torch.randn(1, 6, 4, 4),)), str(path))
+    got = normaudit.load(path).by_id()
+    assert {k: (v.kind, v.eps, v.axis) for k, v in got.items()} == {
+        "cf": (NormKind.LAYER_NORM, float(np.float32(1e-6)), (1,)),
+        "last": (NormKind.LAYER_NORM, float(np.float32(3e-5)), (-1,)),
+        "rms": (NormKind.RMS_NORM, float(np.float32(1e-5)), (-1,))}
+    np.testing.assert_array_equal(got["cf"].weight.load(), m.cf.weight.detach().numpy())
+    np.testing.assert_array_equal(got["cf"].bias.load(), m.cf.bias.detach().numpy())
+    np.testing.assert_array_equal(got["last"].weight.load(), m.last.weight.detach().numpy())
+    assert got["last"].bias is None and got["cf"].axes_exact

@@ -108,7 +108,8 @@ def norms_from_graph(nodes: Any, ref_for: Any) -> tuple[list[NormLayer], list[Li
                 layer.producer = linear_ops[src.name].id
             norms.append(layer)
             continue
-        layer = _export_decomposed_rms(node, ref_for)
+        # a centred pattern is a LayerNorm: tried first, as its rsqrt form would otherwise read as an RMSNorm
+        layer = _export_decomposed_layer_norm(node, ref_for) or _export_decomposed_rms(node, ref_for)
         if layer is not None:
             norms.append(layer)
     unique_ids(norms)
@@ -164,6 +165,96 @@ def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer
     if kind is NormKind.GROUP_NORM and layer.num_groups is None:
         groups = _arg(node, gi, "num_groups")
         layer.num_groups = groups if isinstance(groups, int) and not isinstance(groups, bool) and groups > 0 else None
+    layer.role = qk_role(module)
+    return layer
+
+
+#: ops a parameter passes through to broadcast against the activations (``weight[:, None, None]``)
+_BROADCASTS = ("aten.unsqueeze.default", "aten.view.default", "aten.reshape.default", "aten._unsafe_view.default",
+               "aten.expand.default")
+
+
+def _mean_dims(node: Any, of: Any = None) -> tuple[int, ...] | None:
+    """The reduced dims of ``aten.mean.dim`` (of ``of`` when given), else None."""
+    if str(getattr(node, "target", "")) != "aten.mean.dim" or len(node.args) < 2:
+        return None
+    if of is not None and node.args[0] is not of:
+        return None
+    dims = node.args[1]
+    dims = [dims] if isinstance(dims, int) else dims
+    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                                  for d in dims):
+        return None
+    return tuple(int(d) for d in dims)
+
+
+def _param_through(arg: Any, ref_for: Any) -> TensorRef | None:
+    """The parameter behind ``arg``, through the reshapes that broadcast it (bounded: a hostile graph cannot spin)."""
+    for _ in range(16):
+        if str(getattr(arg, "target", "")) in _BROADCASTS and getattr(arg, "args", None):
+            arg = arg.args[0]
+        else:
+            break
+    return ref_for(arg) if hasattr(arg, "name") else None
+
+
+def _export_decomposed_layer_norm(node: Any, ref_for: Any) -> NormLayer | None:
+    """A LayerNorm written out (ConvNeXt's channels-first LayerNorm): u = mean(x, d); v = mean(pow(x - u, 2), d);
+    (x - u) / sqrt(v + eps)  or  (x - u) * rsqrt(v + eps); then optionally * weight and + bias (broadcast)."""
+    target = str(node.target)
+    if target not in ("aten.sqrt.default", "aten.rsqrt.default") or not node.args:
+        return None
+    add = node.args[0]
+    if str(getattr(add, "target", "")) not in ("aten.add.Tensor", "aten.add.Scalar") or len(add.args) < 2:
+        return None
+    var, eps = add.args[0], add.args[1]
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        return None
+    dims = _mean_dims(var)
+    pw = var.args[0] if dims is not None else None
+    if str(getattr(pw, "target", "")) != "aten.pow.Tensor_Scalar" or len(pw.args) < 2 or pw.args[1] != 2:
+        return None
+    sub = pw.args[0]
+    if str(getattr(sub, "target", "")) != "aten.sub.Tensor" or len(sub.args) < 2:
+        return None
+    x, mu = sub.args[0], sub.args[1]
+    if _mean_dims(mu, of=x) != dims:
+        return None
+    out = _single_user(node)  # (x - u) / sqrt(.) or (x - u) * rsqrt(.)
+    want = "aten.div.Tensor" if target == "aten.sqrt.default" else "aten.mul.Tensor"
+    if out is None or str(out.target) != want or len(out.args) < 2:
+        return None
+    centred = out.args[0] if out.args[1] is node else out.args[1] if want == "aten.mul.Tensor" else None
+    if str(getattr(centred, "target", "")) != "aten.sub.Tensor" or centred.args[:2] != sub.args[:2]:
+        return None
+    weight = bias = None
+    last, nodes = out, [mu.name, sub.name, pw.name, var.name, add.name, node.name, out.name]
+    nxt = _single_user(out)
+    if nxt is not None and str(nxt.target) == "aten.mul.Tensor" and len(nxt.args) == 2:
+        other = nxt.args[1] if nxt.args[0] is out else nxt.args[0]
+        weight = _param_through(other, ref_for)
+        if weight is not None:
+            last = nxt
+            nodes.append(nxt.name)
+            nb = _single_user(nxt)
+            if nb is not None and str(nb.target) == "aten.add.Tensor" and len(nb.args) == 2:
+                bias = _param_through(nb.args[1] if nb.args[0] is nxt else nb.args[0], ref_for)
+                if bias is not None:
+                    last = nb
+                    nodes.append(nb.name)
+    module = _module_path(node)
+    if not module:
+        for r in (weight, bias):
+            if r is not None and "." in r.name:
+                module = r.name.rsplit(".", 1)[0]
+                break
+    layer = NormLayer(
+        id=module or node.name, kind=NormKind.LAYER_NORM, eps=float(np.float32(eps)),
+        eps_source=EpsSource.EXPORT_GRAPH, eps_detail=f"aten.add eps constant of node {add.name}",
+        weight=weight, bias=bias, axis=dims, axes_exact=True, module=module, nodes=nodes,
+        notes=[f"decomposed LayerNorm pattern (mean / pow / {target.split('.')[1]}) over dims {list(dims)}"],
+        input_name=getattr(x, "name", ""), output_name=last.name,
+    )
     layer.role = qk_role(module)
     return layer
 
