@@ -62,7 +62,8 @@ def test_html_of_a_failing_compare_renders_in_headless_chromium(failing, tmp_pat
     dom = proc.stdout
     # the verdict first: the header comes before every section
     assert re.search(r'id="verdict"[^>]*>FAIL<', dom) and dom.index('id="verdict"') < dom.index('id="findings"')
-    assert "first divergence at model.layers.1.input_layernorm" in dom
+    verdict = failing["doc"]["activations"]["verdict"]  # the header says what the terminal's verdict line says
+    assert "first at model.layers.1.input_layernorm" in verdict and f"activations: {verdict}" in dom
     assert re.search(r'id="first-divergence".*?model\.layers\.1\.input_layernorm', dom, re.S)
     # the drift plot: one marker per point, the first divergence marked, points beyond the threshold ringed
     plot = re.search(r'<svg[^>]*data-plot="rel_l2".*?</svg>', dom, re.S).group(0)

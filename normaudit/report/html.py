@@ -130,8 +130,7 @@ def _summary_text(doc: dict[str, Any]) -> str:
         text += f", {len(findings) - len(live)} suppressed by baseline"
     act = doc.get("activations")
     if act is not None:
-        fd = act.get("first_divergence")
-        text += f"; activations: first divergence at {fd['a']}" if fd else "; activations match"
+        text += f"; activations: {act.get('verdict') or 'compared'}"  # the terminal's verdict line says the same
     return text
 
 
@@ -188,7 +187,9 @@ def _activations(doc: dict[str, Any]) -> str:
     first_idx = None
     if fd is not None:
         first_idx = next((i for i, p in enumerate(points) if p["a"] == fd["a"] and p["b"] == fd["b"]), None)
-        drift = next((f for f in doc.get("findings", []) if f["check"] == ACTIVATION_DRIFT), None)
+        # the hint of the drift finding at this very point (an anomaly elsewhere, e.g. a weight, has its own card)
+        drift = next((f for f in doc.get("findings", []) if f["check"] == ACTIVATION_DRIFT and f.get("a") == fd["a"]),
+                     None)
         out.append(f'<div class="callout" id="first-divergence"><b>First divergence</b> (rel L2 above '
                    f'{e(th.get("rel_l2"))}): <code>{e(fd["a"])}</code> '
                    f'({e(fd["kind"])}) · rel L2 {_g(fd.get("rel_l2"), ".3g")} · cosine {_g(fd.get("cosine"), ".6f")} · '
