@@ -321,10 +321,11 @@ def finish(report: Any, runner_a: Any, runner_b: Any, th: Thresholds, text: str 
                                          _file_type(runner_b.inner.model))
     runtime = runner_b.inner if getattr(runner_b.inner, "runtime", False) else runner_a.inner
     dirs = [d for r in (runner_a, runner_b) for d in r.hints.tokenizer_dirs]
-    report.tokenization = compare_tokenization(Path(runtime.path), dirs, text)
-    if report.tokenization is None:
-        _, why = _hf_tokenizer(dirs)
+    tok, why = _hf_tokenizer(dirs)
+    if tok is None:
         report.notes.append(f"tokenizer not compared (tokenizer_mismatch / tokenizer_special_tokens skipped): {why}")
+    else:
+        report.tokenization = compare_tokenization(Path(runtime.path), tok, text)
 
 
 # -- tokenization --------------------------------------------------------------------------------------------
@@ -363,14 +364,11 @@ def token_diff(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def compare_tokenization(gguf: Path, tokenizer_dirs: list[Path], text: str | None) -> dict[str, Any] | None:
-    """The input text tokenized by the GGUF's own vocabulary (llama.cpp) and by the HF tokenizer; the
-    probe text of :mod:`normaudit.facts.llamacpp` when no --text was given.  None without an HF tokenizer."""
+def compare_tokenization(gguf: Path, tok: Any, text: str | None) -> dict[str, Any]:
+    """The input text tokenized by the GGUF's own vocabulary (llama.cpp) and by the HF tokenizer ``tok``; the
+    probe text of :mod:`normaudit.facts.llamacpp` when no --text was given."""
     from .runners.llamacpp import gguf_tokenize
 
-    tok, _ = _hf_tokenizer(tokenizer_dirs)
-    if tok is None:
-        return None
     source = "--text" if text is not None else "probe text (no --text given)"
     text = text if text is not None else lfacts.TOKENIZER_PROBE_TEXT
     hf = [int(i) for i in tok(text)["input_ids"]]

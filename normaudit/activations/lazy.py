@@ -19,7 +19,9 @@ import numpy as np
 from ..kernels import rel_l2_error
 
 Getter = Callable[[], np.ndarray]
-UNIT_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block|blk)\.(\d+)$")
+#: module names that hold the numbered blocks (HF ``layers``/``layer``/``h``/``blocks``, GGUF ``blk``)
+UNIT_CONTAINERS = "layers|layer|h|blocks|block|blk"
+UNIT_RE = re.compile(rf"(?:^|\.)(?:{UNIT_CONTAINERS})\.(\d+)$")
 
 
 @contextlib.contextmanager

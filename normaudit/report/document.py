@@ -70,7 +70,8 @@ def drift_findings(act: ActivationReport, static_checks: set[str] = frozenset())
     for an in act.anomalies:
         point = an["point"]
         told = an["kind"] == "length" and "embedding_normalization_missing" in static_checks
-        out.append(Finding(ACTIVATION_DRIFT, Severity.INFO if told else Severity.ERROR, point, b_of.get(point, (an.get("blame") or [None])[0]),
+        out.append(Finding(ACTIVATION_DRIFT, Severity.INFO if told else Severity.ERROR, point,
+                           b_of.get(point, (an.get("blame") or [None])[0]),
                            an["message"], _ANOMALY_HINTS.get(an["kind"], ""),
                            {k: v for k, v in an.items() if k not in ("message", "point")}))
     if not out and act.first_divergence is not None:

@@ -360,14 +360,12 @@ def baseline_view(doc: dict[str, Any]) -> list[RenderableType]:
 def compare_view(doc: dict[str, Any], width: int, verbose: bool = False) -> list[RenderableType]:
     """Verdict, models, findings, activation summary, baseline; with ``verbose`` every pair and point."""
     out: list[RenderableType] = [verdict_block(doc, width)]
-    head = Text("A: ", style="dim")
-    head.append_text(_model_label(doc["a"], width, 3))
-    for note in doc["a"].get("notes", []):
-        head.append(f"\n    {note}", style="dim")
-    head.append("\nB: ", style="dim")
-    head.append_text(_model_label(doc["b"], width, 3))
-    for note in doc["b"].get("notes", []):
-        head.append(f"\n    {note}", style="dim")
+    head = Text()
+    for label, side in (("A: ", doc["a"]), ("\nB: ", doc["b"])):
+        head.append(label, style="dim")
+        head.append_text(_model_label(side, width, 3))
+        for note in side.get("notes", []):
+            head.append(f"\n    {note}", style="dim")
     n = len(doc.get("pairs", []))
     head.append(f"\n{n} aligned pairs; A has {len(doc['a'].get('norms', []))} norms, B has "
                 f"{len(doc['b'].get('norms', []))}" + ("" if verbose else " (--verbose lists them)"), style="dim")

@@ -31,6 +31,7 @@ from ...facts import llamacpp as facts
 from ...kernels import rel_l2_error
 from ...model import NormModel
 from ..base import InputHints, RunContext, Sink
+from ..lazy import UNIT_CONTAINERS
 
 _NAME_RE = re.compile(r"^(?P<base>[A-Za-z_]+?)(?:-(?P<bid>\d+))?$")
 _STATE: dict[str, Any] = {}  # the loaded libraries and the log callback (kept alive for the process)
@@ -420,7 +421,7 @@ class MeasuredWeights:
         return self._stats
 
 
-_UNIT_RE = re.compile(r"^(.*?(?:layers|layer|h|blocks|block|blk)\.\d+)\.")
+_UNIT_RE = re.compile(rf"^(.*?(?:{UNIT_CONTAINERS})\.\d+)\.")
 
 #: GGUF tensor types a reference GGUF may hold for its tensors to count as the source values
 FLOAT_TYPES = ("F32", "F16", "BF16", "F64")

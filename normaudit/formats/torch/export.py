@@ -132,6 +132,16 @@ def _module_path(node: Any) -> str:
     return str(path).replace("L['self'].", "").replace("L__self__.", "")
 
 
+def _module_of(node: Any, *params: TensorRef | None) -> str:
+    """The module path of a norm node: from the graph's module stack, else the prefix of its first dotted param."""
+    module = _module_path(node)
+    if not module:
+        for r in params:
+            if r is not None and "." in r.name:
+                return r.name.rsplit(".", 1)[0]
+    return module
+
+
 def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer:
     kind, wi, bi, ei, mi, vi, gi = spec
     weight, bias = ref_for(_arg(node, wi, "weight")), ref_for(_arg(node, bi, "bias"))
@@ -148,12 +158,7 @@ def _export_norm(node: Any, target: str, spec: tuple, ref_for: Any) -> NormLayer
     else:  # a tensor, a node or a malformed constant: nothing the audit can read as a number
         eps, detail = None, f"{target}: eps argument of node {node.name} is not a constant ({type(eps_arg).__name__})"
         notes.append("eps is not a numeric constant in the exported graph")
-    module = _module_path(node)
-    if not module:
-        for r in (weight, bias):
-            if r is not None and "." in r.name:
-                module = r.name.rsplit(".", 1)[0]
-                break
+    module = _module_of(node, weight, bias)
     layer = NormLayer(
         id=module or node.name, kind=kind, eps=eps,
         eps_source=EpsSource.EXPORT_GRAPH if eps is not None else EpsSource.UNKNOWN, eps_detail=detail,
@@ -242,12 +247,7 @@ def _export_decomposed_layer_norm(node: Any, ref_for: Any) -> NormLayer | None:
                 if bias is not None:
                     last = nb
                     nodes.append(nb.name)
-    module = _module_path(node)
-    if not module:
-        for r in (weight, bias):
-            if r is not None and "." in r.name:
-                module = r.name.rsplit(".", 1)[0]
-                break
+    module = _module_of(node, weight, bias)
     layer = NormLayer(
         id=module or node.name, kind=NormKind.LAYER_NORM, eps=float(np.float32(eps)),
         eps_source=EpsSource.EXPORT_GRAPH, eps_detail=f"aten.add eps constant of node {add.name}",

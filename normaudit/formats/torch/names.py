@@ -76,7 +76,7 @@ def norms_from_tensors(refs: dict[str, TensorRef], config: dict[str, Any] | None
         # a wav2vec2 'layer_norm' may be a GroupNorm): only the module itself would tell
         guessed = () if arch_kind is not None or kind is NormKind.BATCH_NORM else ("kind", "eps")
         eps, source, detail, key = None, EpsSource.UNKNOWN, "", ""
-        hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ()), tower_config(config, prefix)) if config else None
+        hit = config_value(config, hf_facts.EPS_KEYS.get(kind, ()), tower) if config else None
         if hit is not None:
             eps, source, detail, key = float(np.float32(hit[0])), EpsSource.HF_CONFIG, f"config.json {hit[1]}", hit[1]
         elif not config:
