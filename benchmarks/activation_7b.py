@@ -216,6 +216,13 @@ def main() -> int:
     size = sum(f.stat().st_size for f in hf.glob("*.safetensors")) / 2**30
     print(f"models: {hf} ({size:.2f} GiB F16), {g.name} ({g.stat().st_size / 2**30:.2f} GiB) "
           f"[built/found in {time.time() - t0:.0f} s]")
+    from gguf.constants import GGMLQuantizationType
+
+    from normaudit.formats.gguf import ggml
+
+    fast = ggml.dequantizer(GGMLQuantizationType[ns.qtype]) is not None
+    print(f"{ns.qtype} dequantized by {'ggml (llama-cpp-python installed)' if fast else 'gguf-py'}"
+          + ("" if fast else " (NORMAUDIT_DEQUANT=gguf-py, or no llama-cpp-python)"))
     base_wall, base_rss, _ = run_one([sys.executable, "-c", BASELINE.format(seq=SEQ), str(hf)], ok=(0,))
     np.savez(out / "ids.npz", input_ids=np.arange(3, 3 + SEQ, dtype=np.int64).reshape(1, SEQ))
     report = out / "report.json"

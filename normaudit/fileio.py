@@ -8,8 +8,11 @@ window (8 MiB on some disks) around it.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
+
+import numpy as np
 
 from .errors import CorruptFile
 
@@ -44,3 +47,40 @@ def pread_exact(path: Path, offset: int, nbytes: int) -> bytes:
         raise CorruptFile(f"{path}: file is shorter than its header says ({len(data)} of {nbytes} bytes at "
                           f"offset {offset})")
     return data
+
+
+#: bytes per positioned read when a large tensor is streamed through a staging buffer
+CHUNK_BYTES = 16 * 2**20
+_staging = threading.local()
+
+
+def _stage(nbytes: int) -> np.ndarray:
+    """This thread's reusable staging buffer (a fresh multi-MB buffer per read costs more in page faults than
+    the copy itself)."""
+    buf = getattr(_staging, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = _staging.buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+    return buf[:nbytes]
+
+
+def pread_chunks(path: Path, offset: int, nbytes: int, step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``nbytes`` at ``offset`` in pieces of at most ``step`` bytes (callers pass a multiple of their element or
+    row size), each read into this thread's staging buffer: yields (position, bytes view), the view valid until
+    the next piece.  A file shorter than promised is a one-line CorruptFile."""
+    if offset < 0 or nbytes < 0 or step <= 0:
+        raise CorruptFile(f"{path}: read of {nbytes} bytes at {offset} is out of range")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _no_readahead(fd)
+        pos = 0
+        while pos < nbytes:
+            n = min(step, nbytes - pos)
+            view = _stage(n)
+            got = os.preadv(fd, [view], offset + pos)
+            if got != n:
+                raise CorruptFile(f"{path}: file is shorter than its header says ({pos + got} of {nbytes} bytes "
+                                  f"at offset {offset})")
+            yield pos, view
+            pos += n
+    finally:
+        os.close(fd)

@@ -66,6 +66,7 @@ class TensorRef:
     loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
     _value: np.ndarray | None = field(default=None, repr=False, compare=False)
     source: str = field(default="", compare=False)  # the file it comes from (for error lines)
+    fills: bool = field(default=False, repr=False, compare=False)  # loader(out=buffer) can fill a float32 buffer
 
     def load(self) -> np.ndarray:
         """Values as float32 (dequantized if stored quantized), cached."""
@@ -80,11 +81,19 @@ class TensorRef:
             self._value = value.reshape(self.shape)
         return self._value
 
-    def read(self) -> np.ndarray:
-        """Values as float32 without keeping them (streamed use: one block of a large model at a time)."""
+    def read(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Values as float32 without keeping them (streamed use: one block of a large model at a time).  ``out``:
+        a float32 buffer of this shape to fill (returned when it was used; loaders that cannot fill one return a
+        new array)."""
         if self._value is not None:
             return self._value
-        value = np.asarray(self.loader(), dtype=np.float32)
+        if out is not None and self.fills:
+            value = self.loader(out=out)
+            if value is out:
+                return out
+        else:
+            value = self.loader()
+        value = np.asarray(value, dtype=np.float32)
         n = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
         if value.size != n:
             raise CorruptFile(f"{self.source}: tensor {self.name} holds {value.size} values, its shape needs {n}")

@@ -270,8 +270,10 @@ def test_lockstep_reads_each_weight_once(real, monkeypatch):
 
     gguf_reads, hf_reads = Counter(), Counter()
     orig_g, orig_t = GgufFile.read, TensorRef.read
-    monkeypatch.setattr(GgufFile, "read", lambda self, name: (gguf_reads.update([name]), orig_g(self, name))[1])
-    monkeypatch.setattr(TensorRef, "read", lambda self: (hf_reads.update([self.name]), orig_t(self))[1])
+    monkeypatch.setattr(GgufFile, "read", lambda self, name, *a, **k: (gguf_reads.update([name]),
+                                                                        orig_g(self, name, *a, **k))[1])
+    monkeypatch.setattr(TensorRef, "read", lambda self, *a, **k: (hf_reads.update([self.name]),
+                                                                  orig_t(self, *a, **k))[1])
     import normaudit
 
     a = normaudit.load(real / "hf/qwen3")

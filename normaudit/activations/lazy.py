@@ -3,8 +3,11 @@ unit (a transformer block, or a module outside the blocks) at a time, right befo
 after — so running a 7B model needs about one block of memory, not the whole model.
 
 Weights come from a *source*: ``name -> float32 numpy getter`` (a safetensors checkpoint read with positioned
-reads, a GGUF dequantized by gguf-py, ...).  Buffers are created for real (RoPE tables are computed at init) and
-loaded from the source when it has them.
+reads, a GGUF dequantized by gguf-py, ...), called as ``getter(out=buffer)`` for large tensors: a getter that
+can fills the float32 buffer and returns it (else it returns a new array).  The buffers of a released unit are
+recycled for the next unit's tensors of the same shapes — every block of a 7B model has the same shapes, and a
+fresh 180 MB array per tensor costs more in page faults than decoding it.  Buffers are created for real (RoPE
+tables are computed at init) and loaded from the source when it has them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 
 from ..kernels import rel_l2_error
 
-Getter = Callable[[], np.ndarray]
+Getter = Callable[..., np.ndarray]  # getter(out=None) -> float32 array (``out`` itself when it filled it)
+#: tensors of at least this many elements are read into recycled buffers (smaller ones are allocated fresh)
+RECYCLE_MIN = 1 << 18
 #: module names that hold the numbered blocks (HF ``layers``/``layer``/``h``/``blocks``, GGUF ``blk``)
 UNIT_CONTAINERS = "layers|layer|h|blocks|block|blk"
 UNIT_RE = re.compile(rf"(?:^|\.)(?:{UNIT_CONTAINERS})\.(\d+)$")
@@ -69,13 +74,15 @@ class LazyWeights:
     on_unit: Callable[[str], None] | None = None  # progress: called with each unit's name before it runs
     stats: list[WeightStat] = field(default_factory=list)
     keep: set[str] = field(default_factory=set)  # names whose values stay available after release (``kept``)
-    _ready: dict[str, Any] = field(default_factory=dict, repr=False)  # name -> Future of a prefetched array
+    _ready: dict[str, Any] = field(default_factory=dict, repr=False)  # name -> (buffer, Future) of a prefetch
     _pool: Any = field(default=None, repr=False)
     kept: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     missing: list[str] = field(default_factory=list)  # parameters with no source (kept at zero)
     _meta: dict[tuple[int, str], Any] = field(default_factory=dict, repr=False)
     _handles: list[Any] = field(default_factory=list, repr=False)
     _done_stats: set[str] = field(default_factory=set, repr=False)
+    _free: dict[tuple[int, ...], list[np.ndarray]] = field(default_factory=dict, repr=False)  # recycled buffers
+    _lent: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)  # buffers in parameters
 
     def __post_init__(self) -> None:
         # tied parameters (lm_head <-> embed_tokens): one object under several names -> share one source
@@ -127,6 +134,22 @@ class LazyWeights:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._free.clear()
+
+    # -- recycled buffers -----------------------------------------------------------------------------------
+    def _take(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """A float32 buffer of this shape for a large tensor: a released one when there is one."""
+        if int(np.prod(shape, dtype=np.int64)) < RECYCLE_MIN:
+            return None
+        free = self._free.get(shape)
+        return free.pop() if free else np.empty(shape, dtype=np.float32)
+
+    def _give(self, buf: np.ndarray) -> None:
+        self._free.setdefault(tuple(buf.shape), []).append(buf)
+
+    @staticmethod
+    def _fetch(getter: Getter, buf: np.ndarray | None) -> np.ndarray:
+        return getter() if buf is None else getter(out=buf)
 
     def _pre(self, unit: str) -> Callable[..., None]:
         def hook(mod: Any, _args: Any) -> None:
@@ -155,8 +178,16 @@ class LazyWeights:
                 if getter is None:
                     value = torch.zeros(p.shape, dtype=torch.float32)
                 else:
-                    future = self._ready.pop(full, None)
-                    arr = future.result() if future is not None else getter()
+                    ready = self._ready.pop(full, None)
+                    if ready is not None:
+                        buf, future = ready
+                        arr = future.result()
+                    else:
+                        buf = None if full in self.keep else self._take(tuple(p.shape))
+                        arr = self._fetch(getter, buf)
+                    if buf is not None and arr is not buf:  # the getter made its own array
+                        self._give(buf)
+                        buf = None
                     if tuple(arr.shape) != tuple(p.shape):
                         from ..errors import NormauditError
 
@@ -166,6 +197,8 @@ class LazyWeights:
                     self._stat(full, arr, unit)
                     if full in self.keep:
                         self.kept[full] = value.numpy()
+                    if buf is not None:
+                        self._lent[(id(sub), pname)] = buf
                 sub._parameters[pname] = torch.nn.Parameter(value, requires_grad=False)
 
     def prefetch(self, unit: str, mod: Any) -> None:
@@ -181,15 +214,17 @@ class LazyWeights:
                 full = prefix + (sub_name + "." if sub_name else "") + pname
                 getter = self.source.get(full)
                 if p is not None and p.device.type == "meta" and getter is not None and full not in self._ready:
-                    self._ready[full] = self._pool.submit(getter)
+                    buf = None if full in self.keep else self._take(tuple(p.shape))
+                    self._ready[full] = (buf, self._pool.submit(self._fetch, getter, buf))
 
     def close(self) -> None:
-        for future in self._ready.values():
+        for _, future in self._ready.values():
             future.cancel()
         self._ready.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._free.clear()
 
     def release(self, mod: Any) -> None:
         for sub in mod.modules():
@@ -197,6 +232,9 @@ class LazyWeights:
                 meta = self._meta.pop((id(sub), pname), None)
                 if meta is not None:
                     sub._parameters[pname] = meta
+                    buf = self._lent.pop((id(sub), pname), None)
+                    if buf is not None:  # nothing else holds it: the parameter was its only user
+                        self._give(buf)
 
     def _stat(self, name: str, value: np.ndarray, unit: str) -> None:
         if self.reference is None or name in self._done_stats or name not in self.reference:

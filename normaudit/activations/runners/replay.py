@@ -75,12 +75,16 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
             continue
         used.add(gname)
 
-        def load(hf: str = hf, gname: str = gname) -> np.ndarray:
-            arr = gf.read(gname)
-            if permute and hf.endswith("q_proj.weight") and n_head:
-                arr = kernels.unpermute_qk(arr, int(n_head))
-            elif permute and hf.endswith("k_proj.weight") and n_head_kv:
-                arr = kernels.unpermute_qk(arr, int(n_head_kv))
+        def load(out: np.ndarray | None = None, hf: str = hf, gname: str = gname) -> np.ndarray:
+            """float32 in the source's layout (into ``out`` when it fits: see GgufFile.read)."""
+            heads = n_head if hf.endswith("q_proj.weight") else n_head_kv if hf.endswith("k_proj.weight") else 0
+            n_rows = gf.tensors[gname].shape[0] if gf.tensors[gname].shape else 0
+            if permute and heads and n_rows % (2 * int(heads)) == 0:  # rows un-permuted as they are read
+                arr = gf.read(gname, out, rows=kernels.unpermute_qk_rows(n_rows, int(heads)))
+            else:
+                arr = gf.read(gname, out)
+            if permute and heads and n_rows % (2 * int(heads)) != 0:
+                arr = kernels.unpermute_qk(arr, int(heads))  # not whole head pairs: unpermute_qk says so
             if one_plus and hf.endswith("norm.weight") and not hf[: -len(".weight")].endswith(ONE_PLUS_EXCEPTIONS):
                 arr = kernels.unstore_one_plus(arr)
             return arr

@@ -5,8 +5,9 @@ gguf-py's ``GGUFReader`` builds an object for every metadata value (a 32000-entr
 and the file may be hostile, so this reader walks the header once, checks every count and length against
 the bytes actually left in the file *before* it loops or allocates, keeps scalar values, and only records
 where arrays are (read on demand).  The format knowledge it needs comes from gguf-py: value types
-(``GGUFValueType``), quant block sizes (``GGML_QUANT_SIZES``), dequantization (``gguf.quants``) and tensor
-names (``TensorNameMap`` / ``TENSOR_NAMES``, see :mod:`.names`).
+(``GGUFValueType``), quant block sizes (``GGML_QUANT_SIZES``), dequantization (``gguf.quants``, or ggml's
+own C dequantizers when llama-cpp-python is installed: :mod:`.ggml`) and tensor names (``TensorNameMap`` /
+``TENSOR_NAMES``, see :mod:`.names`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CorruptFile
-from ...fileio import open_random, pread_exact
+from ...fileio import CHUNK_BYTES, open_random, pread_chunks, pread_exact
 
 GGUF_MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -36,8 +37,20 @@ _U64 = struct.Struct("<Q")
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
           7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 
-# plain (non-block) GGML types gguf.quants cannot dequantize but numpy can read directly
-_PLAIN_TYPES = {"F64": np.float64, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+# plain (non-block) GGML types read directly (gguf.quants cannot dequantize the integer ones and is slower on floats)
+_PLAIN_TYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "I16": np.int16,
+                "I32": np.int32, "I64": np.int64}
+#: elements per gguf-py dequantize call (its temporaries: a few hundred kB, reused by the allocator)
+_DEQUANT_ELEMENTS = 1 << 16
+
+
+def _plain_dtype(type_name: str) -> Any:
+    if type_name == "BF16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    dt = _PLAIN_TYPES.get(type_name)
+    return None if dt is None else np.dtype(dt).newbyteorder("<")
 
 
 @dataclass(frozen=True)
@@ -289,26 +302,63 @@ class GgufFile:
             raise CorruptFile(f"{self.path}: read of {nbytes} bytes at {offset} is beyond the end of the file")
         return pread_exact(self.path, offset, nbytes)
 
-    def read(self, name: str) -> np.ndarray:
-        """A tensor dequantized to float32, in numpy (row-major) order."""
+    def read(self, name: str, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """A tensor dequantized to float32, in numpy (row-major) order, by gguf-py (plain float and integer types
+        by numpy / torch).  ``out``: a float32 buffer of the tensor's shape to fill and return (streamed runs
+        reuse buffers); ``rows``: a row permutation applied while reading (stored row i goes to row rows[i]).
+
+        Read in pieces of a few MB and dequantized a few rows at a time: gguf-py's temporaries stay small (whole
+        multi-GB tensors through it cost several times more in page faults than in arithmetic)."""
         from gguf.constants import GGMLQuantizationType
         from gguf.quants import dequantize
+
+        from ..decode import fill_float32, scratch_float32
+        from . import ggml
 
         t = self.tensors[name]
         if t.n_elements == 0:
             raise CorruptFile(f"{self.path}: tensor {name} has no elements (shape {list(t.shape)})")
-        raw = np.frombuffer(self._pread(t.offset, t.nbytes), dtype=np.uint8)
-        if t.type_name in _PLAIN_TYPES:
-            values = raw.view(np.dtype(_PLAIN_TYPES[t.type_name]).newbyteorder("<"))
-        else:
-            qtype = GGMLQuantizationType(t.type_id)
-            rows = raw.reshape(-1, t.nbytes // max(1, t.n_elements // t.dims[0])) if t.dims else raw
-            try:
-                values = dequantize(rows, qtype)
-            except NotImplementedError:
-                raise CorruptFile(f"{self.path}: tensor {name} is stored as {t.type_name}, which gguf-py cannot "
-                                  "dequantize") from None
-        out = np.asarray(values, dtype=np.float32)
-        if not out.flags.writeable:  # a view of the bytes read (F32): torch needs writable memory
-            out = out.copy()
-        return out.reshape(t.shape)
+        if t.offset + t.nbytes > self.size:
+            raise CorruptFile(f"{self.path}: read of {t.nbytes} bytes at {t.offset} is beyond the end of the file")
+        row_len = t.dims[0] if t.dims else 1
+        n_rows = t.n_elements // max(1, row_len)
+        row_bytes = t.nbytes // max(1, n_rows)
+        if row_bytes * n_rows != t.nbytes or row_len * n_rows != t.n_elements:
+            raise CorruptFile(f"{self.path}: tensor {name} ({t.type_name}, {list(t.shape)}) has {t.nbytes} bytes")
+        if rows is not None and (rows.shape != (n_rows,) or not np.array_equal(np.sort(rows), np.arange(n_rows))):
+            raise ValueError(f"read({name}): rows is not a permutation of its {n_rows} rows")
+        usable = out is not None and out.shape == t.shape and out.dtype == np.float32 and out.flags.c_contiguous
+        dest = out if usable else np.empty(t.shape, dtype=np.float32)
+        flat = dest.reshape(n_rows, row_len)
+        plain = _plain_dtype(t.type_name)
+        qtype = None if plain is not None else GGMLQuantizationType(t.type_id)
+        fast = None if qtype is None else ggml.dequantizer(qtype)
+        sub = max(1, _DEQUANT_ELEMENTS // max(1, row_len))  # rows per gguf-py call
+        piece = max(1, CHUNK_BYTES // max(1, row_bytes)) // sub * sub or sub  # rows per positioned read
+        for pos, raw in pread_chunks(self.path, t.offset, t.nbytes, piece * row_bytes):
+            first = pos // row_bytes
+            block = raw.reshape(-1, row_bytes)
+            if fast is not None:  # ggml's C dequantizer, straight into place
+                k = block.shape[0]
+                target = flat[first:first + k] if rows is None else scratch_float32(k * row_len).reshape(k, row_len)
+                fast(raw, target.reshape(-1))
+                if rows is not None:
+                    flat[rows[first:first + k]] = target
+                continue
+            for i in range(0, block.shape[0], sub):
+                r0, r1 = first + i, first + min(i + sub, block.shape[0])
+                part = block[i:i + sub]
+                if plain is not None:
+                    values = np.empty((r1 - r0, row_len), dtype=np.float32)
+                    fill_float32(values.reshape(-1), part.reshape(-1), plain)
+                else:
+                    try:
+                        values = dequantize(part, qtype)
+                    except NotImplementedError:
+                        raise CorruptFile(f"{self.path}: tensor {name} is stored as {t.type_name}, which gguf-py "
+                                          "cannot dequantize") from None
+                if rows is None:
+                    flat[r0:r1] = values.reshape(r1 - r0, row_len)
+                else:
+                    flat[rows[r0:r1]] = values.reshape(r1 - r0, row_len)
+        return dest

@@ -10,8 +10,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from ...errors import CorruptFile, reading
-from ...fileio import open_random, pread_exact
+from ...fileio import open_random
 from ...model import TensorRef, dtype_name
+from ..decode import read_float32
 
 MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
@@ -70,13 +71,20 @@ def safetensors_refs(files: Iterable[Path]) -> dict[str, TensorRef]:
             begin, end = (int(x) for x in info["data_offsets"])
             refs[key] = TensorRef(key, shape, str(info["dtype"]),
                                   _pread_loader(path, data_start + begin, end - begin, dtypes[info["dtype"]], shape),
-                                  source=str(path))
+                                  source=str(path), fills=True)
     return refs
 
 
 def _pread_loader(path: Path, offset: int, nbytes: int, dtype: Any, shape: tuple[int, ...]) -> Any:
-    def load() -> np.ndarray:
-        return np.frombuffer(pread_exact(path, offset, nbytes), dtype=dtype).astype(np.float32).reshape(shape)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+    def load(out: np.ndarray | None = None) -> np.ndarray:
+        """float32 values: into ``out`` when it is a float32 array of this shape (then ``out`` is returned)."""
+        if count * np.dtype(dtype).itemsize != nbytes:
+            raise CorruptFile(f"{path}: tensor of shape {list(shape)} has {nbytes} bytes of data")
+        if out is not None and out.shape == shape and out.dtype == np.float32 and out.flags.c_contiguous:
+            return read_float32(path, offset, count, dtype, out)
+        return read_float32(path, offset, count, dtype).reshape(shape)
 
     return load
 
