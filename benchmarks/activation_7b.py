@@ -14,6 +14,11 @@ llama.cpp's tensor names, metadata keys and Q/K row permutation.  Then, each in 
   normaudit  normaudit compare HF GGUF --activations --json ...
 
 and prints wall time and peak RSS of each (``os.wait4`` ru_maxrss), and their ratios.
+
+Page cache: the 7B pair is 19 GB of files and the baseline itself holds 13 GB, so on a 24 GB machine whichever
+command runs second finds part of its files evicted, and its time depends on the disk.  Each measured command
+is therefore preceded by a sequential read of exactly its own input files (timed and printed separately), so
+both are measured warm; ``--no-prewarm`` measures whatever the cache holds.
 """
 
 from __future__ import annotations
@@ -145,6 +150,16 @@ print(time.time() - t)
 """
 
 
+def prewarm(paths: list[Path]) -> str:
+    """Read the files once, sequentially (into the page cache); how long that took."""
+    t, total = time.perf_counter(), 0
+    for path in paths:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                total += len(chunk)
+    return f"pre-read {total / 2**30:.2f} GiB in {time.perf_counter() - t:.1f} s"
+
+
 def run_one(cmd: list[str], ok: tuple[int, ...] = (0, 1)) -> tuple[float, float, str]:
     """Each measured command in its own child (RUSAGE_CHILDREN of a fresh wrapper is that command's peak)."""
     wrapper = ("import json, resource, subprocess, sys, time\n"
@@ -205,6 +220,8 @@ def main() -> int:
     ap.add_argument("--qtype", default="Q8_0", choices=["Q8_0", "Q4_0"])
     ap.add_argument("--onnx-2gb", action="store_true", help="also run a >2 GB ONNX model with external data")
     ap.add_argument("--only-onnx-2gb", action="store_true", help="run only the >2 GB ONNX model")
+    ap.add_argument("--no-prewarm", dest="prewarm", action="store_false",
+                    help="do not read each command's files just before it (measure whatever the page cache holds)")
     ns = ap.parse_args()
     if ns.only_onnx_2gb:
         onnx_2gb(ns.dir)
@@ -223,14 +240,19 @@ def main() -> int:
     fast = ggml.dequantizer(GGMLQuantizationType[ns.qtype]) is not None
     print(f"{ns.qtype} dequantized by {'ggml (llama-cpp-python installed)' if fast else 'gguf-py'}"
           + ("" if fast else " (NORMAUDIT_DEQUANT=gguf-py, or no llama-cpp-python)"))
+    hf_files = sorted(p for p in hf.iterdir() if p.is_file())
+    warm_a = prewarm(hf_files) if ns.prewarm else "no pre-read"
     base_wall, base_rss, _ = run_one([sys.executable, "-c", BASELINE.format(seq=SEQ), str(hf)], ok=(0,))
     np.savez(out / "ids.npz", input_ids=np.arange(3, 3 + SEQ, dtype=np.int64).reshape(1, SEQ))
     report = out / "report.json"
+    warm_b = prewarm(hf_files + [g]) if ns.prewarm else "no pre-read"
     na_wall, na_rss, _ = run_one([sys.executable, "-m", "normaudit", "compare", str(hf), str(g), "--activations",
                                   "--input", str(out / "ids.npz"), "--json", str(report)])
     act = json.loads(report.read_text())["activations"]
-    print(f"baseline (transformers load F16 + one forward): {base_wall:7.1f} s  peak RSS {base_rss:7.0f} MiB")
-    print(f"normaudit compare --activations (lockstep):     {na_wall:7.1f} s  peak RSS {na_rss:7.0f} MiB")
+    print(f"baseline (transformers load F16 + one forward): {base_wall:7.1f} s  peak RSS {base_rss:7.0f} MiB"
+          f"  [{warm_a}]")
+    print(f"normaudit compare --activations (lockstep):     {na_wall:7.1f} s  peak RSS {na_rss:7.0f} MiB"
+          f"  [{warm_b}]")
     print(f"ratios normaudit/baseline: time {na_wall / base_wall:.2f}x, peak memory {na_rss / base_rss:.2f}x")
     print(f"verdict: {act['verdict']}  (passed={act['passed']}, {len(act['points'])} points)")
     if ns.onnx_2gb:
