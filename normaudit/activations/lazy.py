@@ -83,6 +83,7 @@ class LazyWeights:
     _done_stats: set[str] = field(default_factory=set, repr=False)
     _free: dict[tuple[int, ...], list[np.ndarray]] = field(default_factory=dict, repr=False)  # recycled buffers
     _lent: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)  # buffers in parameters
+    _measuring: list[tuple[WeightStat, Any]] = field(default_factory=list, repr=False)  # stats being computed
 
     def __post_init__(self) -> None:
         # tied parameters (lm_head <-> embed_tokens): one object under several names -> share one source
@@ -131,10 +132,11 @@ class LazyWeights:
                 self._handles.append(mod.register_forward_hook(self._post(name), always_call=True))
 
     def remove(self) -> None:
+        """Remove the hooks and end the background work (see :meth:`close`)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        self._free.clear()
+        self.close()
 
     # -- recycled buffers -----------------------------------------------------------------------------------
     def _take(self, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -201,13 +203,17 @@ class LazyWeights:
                         self._lent[(id(sub), pname)] = buf
                 sub._parameters[pname] = torch.nn.Parameter(value, requires_grad=False)
 
-    def prefetch(self, unit: str, mod: Any) -> None:
-        """Start reading (and dequantizing) a unit's weights in a background thread, so the next block's I/O and
-        conversion overlap this block's compute (numpy and file reads release the GIL)."""
+    def _background(self) -> Any:
         from concurrent.futures import ThreadPoolExecutor
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="normaudit-prefetch")
+        return self._pool
+
+    def prefetch(self, unit: str, mod: Any) -> None:
+        """Start reading (and dequantizing) a unit's weights in a background thread, so the next block's I/O and
+        conversion overlap this block's compute (numpy and file reads release the GIL)."""
+        self._background()
         prefix = unit + "." if unit else ""
         for sub_name, sub in mod.named_modules():
             for pname, p in sub._parameters.items():
@@ -218,15 +224,19 @@ class LazyWeights:
                     self._ready[full] = (buf, self._pool.submit(self._fetch, getter, buf))
 
     def close(self) -> None:
+        """Cancel prefetches not started, wait for the weight statistics, stop the background thread, drop the
+        recycled buffers."""
         for _, future in self._ready.values():
             future.cancel()
         self._ready.clear()
+        self.settle()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._free.clear()
 
     def release(self, mod: Any) -> None:
+        self.settle()  # the weight statistics still read the buffers
         for sub in mod.modules():
             for pname in list(sub._parameters):
                 meta = self._meta.pop((id(sub), pname), None)
@@ -243,8 +253,17 @@ class LazyWeights:
         ref = self.reference[name]()
         if ref.shape != value.shape:
             return
-        # float32 BLAS dots over chunks (a few 1e-7 of relative precision: plenty for errors of 1e-4 and up)
-        self.stats.append(WeightStat(name, self.qtypes.get(name, "?"), rel_l2_error(ref, value), unit))
+        # float32 dots over chunks (a few 1e-7 of relative precision: plenty for errors of 1e-4 and up), in the
+        # background thread while the block runs; release() waits for them before the buffers are reused
+        stat = WeightStat(name, self.qtypes.get(name, "?"), float("nan"), unit)
+        self.stats.append(stat)
+        self._measuring.append((stat, self._background().submit(rel_l2_error, ref, value)))
+
+    def settle(self) -> None:
+        """Wait for the weight statistics under way (their errors are raised here)."""
+        measuring, self._measuring = self._measuring, []
+        for stat, future in measuring:
+            stat.rel_l2 = future.result()
 
     def load_buffers(self) -> None:
         """Persistent buffers the source holds (BatchNorm statistics, ...) are copied in once."""
