@@ -17,8 +17,9 @@ and prints wall time and peak RSS of each (``os.wait4`` ru_maxrss), and their ra
 
 Page cache: the 7B pair is 19 GB of files and the baseline itself holds 13 GB, so on a 24 GB machine whichever
 command runs second finds part of its files evicted, and its time depends on the disk.  Each measured command
-is therefore preceded by a sequential read of exactly its own input files (timed and printed separately), so
-both are measured warm; ``--no-prewarm`` measures whatever the cache holds.
+is therefore preceded by a sequential read of exactly its own input files (timed and printed separately) and one
+import of the packages it uses (a 19 GB read evicts them), so both are measured warm; ``--no-prewarm`` measures
+whatever the cache holds.
 """
 
 from __future__ import annotations
@@ -150,14 +151,21 @@ print(time.time() - t)
 """
 
 
-def prewarm(paths: list[Path]) -> str:
-    """Read the files once, sequentially (into the page cache); how long that took."""
+def prewarm(paths: list[Path], imports: str) -> str:
+    """Read the files once, sequentially (into the page cache), then import the command's packages once in a
+    throwaway process (reading 19 GB evicts the packages' own files); how long the file reads took."""
     t, total = time.perf_counter(), 0
     for path in paths:
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 24):
                 total += len(chunk)
-    return f"pre-read {total / 2**30:.2f} GiB in {time.perf_counter() - t:.1f} s"
+    took = time.perf_counter() - t
+    subprocess.run([sys.executable, "-c", imports], check=True, capture_output=True)
+    return f"pre-read {total / 2**30:.2f} GiB in {took:.1f} s"
+
+
+BASELINE_IMPORTS = "import torch, transformers; transformers.AutoModelForCausalLM, transformers.LlamaForCausalLM"
+NORMAUDIT_IMPORTS = BASELINE_IMPORTS + "; import gguf, normaudit.cli, normaudit.activations.lockstep"
 
 
 def run_one(cmd: list[str], ok: tuple[int, ...] = (0, 1)) -> tuple[float, float, str]:
@@ -241,11 +249,11 @@ def main() -> int:
     print(f"{ns.qtype} dequantized by {'ggml (llama-cpp-python installed)' if fast else 'gguf-py'}"
           + ("" if fast else " (NORMAUDIT_DEQUANT=gguf-py, or no llama-cpp-python)"))
     hf_files = sorted(p for p in hf.iterdir() if p.is_file())
-    warm_a = prewarm(hf_files) if ns.prewarm else "no pre-read"
+    warm_a = prewarm(hf_files, BASELINE_IMPORTS) if ns.prewarm else "no pre-read"
     base_wall, base_rss, _ = run_one([sys.executable, "-c", BASELINE.format(seq=SEQ), str(hf)], ok=(0,))
     np.savez(out / "ids.npz", input_ids=np.arange(3, 3 + SEQ, dtype=np.int64).reshape(1, SEQ))
     report = out / "report.json"
-    warm_b = prewarm(hf_files + [g]) if ns.prewarm else "no pre-read"
+    warm_b = prewarm(hf_files + [g], NORMAUDIT_IMPORTS) if ns.prewarm else "no pre-read"
     na_wall, na_rss, _ = run_one([sys.executable, "-m", "normaudit", "compare", str(hf), str(g), "--activations",
                                   "--input", str(out / "ids.npz"), "--json", str(report)])
     act = json.loads(report.read_text())["activations"]
