@@ -169,7 +169,9 @@ def test_lazy_weights_refill_released_buffers_with_the_right_values():
 
     with params_on_meta():
         net = Net()
-    weights = LazyWeights(net, {name: getter(name) for name in values})
+    # each weight measured against a reference 1% larger: rel L2 = 0.01 / 1.01, computed in the background thread
+    reference = {name: (lambda name=name: values[name] * np.float32(1.01)) for name in values}
+    weights = LazyWeights(net, {name: getter(name) for name in values}, reference=reference)
     weights.install()
     weights.install_release()
     x = torch.from_numpy(rng.standard_normal((2, side)).astype(np.float32))
@@ -184,3 +186,6 @@ def test_lazy_weights_refill_released_buffers_with_the_right_values():
     assert [name for name, _ in filled] == ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
     assert len({addr for _, addr in filled}) == 1
     assert all(p.device.type == "meta" for p in net.parameters())  # released again
+    assert [st.name for st in weights.stats] == list(values)
+    for st in weights.stats:
+        assert st.rel_l2 == pytest.approx(0.01 / 1.01, rel=1e-4), st.name
