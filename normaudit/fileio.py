@@ -56,7 +56,9 @@ _staging = threading.local()
 
 def _stage(nbytes: int) -> np.ndarray:
     """This thread's reusable staging buffer (a fresh multi-MB buffer per read costs more in page faults than
-    the copy itself)."""
+    the copy itself); a piece larger than CHUNK_BYTES (one huge row) gets a buffer of its own, not kept."""
+    if nbytes > CHUNK_BYTES:
+        return np.empty(nbytes, dtype=np.uint8)
     buf = getattr(_staging, "buf", None)
     if buf is None or buf.size < nbytes:
         buf = _staging.buf = np.empty(max(nbytes, 1), dtype=np.uint8)

@@ -20,7 +20,10 @@ _scratch = threading.local()
 
 
 def scratch_float32(count: int) -> np.ndarray:
-    """This thread's reusable float32 buffer of ``count`` values (valid until its next use)."""
+    """This thread's reusable float32 buffer of ``count`` values (valid until its next use; more than 64 MiB:
+    a buffer of its own, not kept)."""
+    if count > 16 * 2**20:
+        return np.empty(count, dtype=np.float32)
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.size < count:
         buf = _scratch.buf = np.empty(max(count, 1), dtype=np.float32)
