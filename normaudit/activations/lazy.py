@@ -3,11 +3,12 @@ unit (a transformer block, or a module outside the blocks) at a time, right befo
 after — so running a 7B model needs about one block of memory, not the whole model.
 
 Weights come from a *source*: ``name -> float32 numpy getter`` (a safetensors checkpoint read with positioned
-reads, a GGUF dequantized by gguf-py, ...), called as ``getter(out=buffer)`` for large tensors: a getter that
-can fills the float32 buffer and returns it (else it returns a new array).  The buffers of a released unit are
-recycled for the next unit's tensors of the same shapes — every block of a 7B model has the same shapes, and a
-fresh 180 MB array per tensor costs more in page faults than decoding it.  Buffers are created for real (RoPE
-tables are computed at init) and loaded from the source when it has them.
+reads, a GGUF dequantized by ggml or gguf-py, ...), called as ``getter(out=buffer)`` for large tensors: a getter
+that can fill the float32 buffer does so and returns it (else it returns a new array).  The buffers of a released
+unit are recycled for the next unit's tensors of the same shapes — every block of a 7B model has the same shapes,
+and a fresh 180 MB array per tensor costs more in page faults than decoding it.  Prefetches and the weight-error
+statistics run in one background thread per side.  Buffers are created for real (RoPE tables are computed at
+init) and loaded from the source when it has them.
 """
 
 from __future__ import annotations
