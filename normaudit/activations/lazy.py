@@ -140,9 +140,9 @@ class LazyWeights:
         self.close()
 
     # -- recycled buffers -----------------------------------------------------------------------------------
-    def _take(self, shape: tuple[int, ...]) -> np.ndarray | None:
-        """A float32 buffer of this shape for a large tensor: a released one when there is one."""
-        if int(np.prod(shape, dtype=np.int64)) < RECYCLE_MIN:
+    def _take(self, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """A float32 buffer of this shape for a large tensor that is not kept: a released one when there is one."""
+        if name in self.keep or int(np.prod(shape, dtype=np.int64)) < RECYCLE_MIN:
             return None
         free = self._free.get(shape)
         return free.pop() if free else np.empty(shape, dtype=np.float32)
@@ -186,7 +186,7 @@ class LazyWeights:
                         buf, future = ready
                         arr = future.result()
                     else:
-                        buf = None if full in self.keep else self._take(tuple(p.shape))
+                        buf = self._take(full, tuple(p.shape))
                         arr = self._fetch(getter, buf)
                     if buf is not None and arr is not buf:  # the getter made its own array
                         self._give(buf)
@@ -214,15 +214,15 @@ class LazyWeights:
     def prefetch(self, unit: str, mod: Any) -> None:
         """Start reading (and dequantizing) a unit's weights in a background thread, so the next block's I/O and
         conversion overlap this block's compute (numpy and file reads release the GIL)."""
-        self._background()
+        pool = self._background()
         prefix = unit + "." if unit else ""
         for sub_name, sub in mod.named_modules():
             for pname, p in sub._parameters.items():
                 full = prefix + (sub_name + "." if sub_name else "") + pname
                 getter = self.source.get(full)
                 if p is not None and p.device.type == "meta" and getter is not None and full not in self._ready:
-                    buf = None if full in self.keep else self._take(tuple(p.shape))
-                    self._ready[full] = (buf, self._pool.submit(self._fetch, getter, buf))
+                    buf = self._take(full, tuple(p.shape))
+                    self._ready[full] = (buf, pool.submit(self._fetch, getter, buf))
 
     def close(self) -> None:
         """Cancel prefetches not started, wait for the weight statistics, stop the background thread, drop the

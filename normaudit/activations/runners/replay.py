@@ -69,22 +69,31 @@ def map_tensors(gt: GgufTensors, hf_names: list[str]) -> None:
         gt.notes.append("undid llama.cpp's Q/K row permutation")
     if one_plus:
         gt.notes.append("undid the stored 1 + w of the norm weights")
+    row_orders: dict[tuple[int, int], np.ndarray] = {}
     for hf in hf_names:
         gname = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
         if gname is None or gname not in gf.tensors:
             continue
         used.add(gname)
 
-        def load(out: np.ndarray | None = None, hf: str = hf, gname: str = gname) -> np.ndarray:
+        heads = 0
+        if permute and hf.endswith("q_proj.weight"):
+            heads = int(n_head or 0)
+        elif permute and hf.endswith("k_proj.weight"):
+            heads = int(n_head_kv or 0)
+        shape = gf.tensors[gname].shape
+        rows = None  # un-permuted as they are read: every block's q (k) rows move the same way, computed once
+        if heads and shape and shape[0] % (2 * heads) == 0:
+            if (shape[0], heads) not in row_orders:
+                row_orders[shape[0], heads] = kernels.unpermute_qk_rows(shape[0], heads)
+            rows = row_orders[shape[0], heads]
+
+        def load(out: np.ndarray | None = None, gname: str = gname, heads: int = heads, rows: Any = rows,
+                 hf: str = hf) -> np.ndarray:
             """float32 in the source's layout (into ``out`` when it fits: see GgufFile.read)."""
-            heads = n_head if hf.endswith("q_proj.weight") else n_head_kv if hf.endswith("k_proj.weight") else 0
-            n_rows = gf.tensors[gname].shape[0] if gf.tensors[gname].shape else 0
-            if permute and heads and n_rows % (2 * int(heads)) == 0:  # rows un-permuted as they are read
-                arr = gf.read(gname, out, rows=kernels.unpermute_qk_rows(n_rows, int(heads)))
-            else:
-                arr = gf.read(gname, out)
-            if permute and heads and n_rows % (2 * int(heads)) != 0:
-                arr = kernels.unpermute_qk(arr, int(heads))  # not whole head pairs: unpermute_qk says so
+            arr = gf.read(gname, out, rows=rows)
+            if heads and rows is None:
+                arr = kernels.unpermute_qk(arr, heads)  # not whole head pairs: unpermute_qk says so
             if one_plus and hf.endswith("norm.weight") and not hf[: -len(".weight")].endswith(ONE_PLUS_EXCEPTIONS):
                 arr = kernels.unstore_one_plus(arr)
             return arr

@@ -297,18 +297,23 @@ class GgufFile:
         return 1 + max((b for b in present if b is not None), default=-1)
 
     # -- tensors ----------------------------------------------------------------------------------------
-    def _pread(self, offset: int, nbytes: int) -> bytes:
+    def _check_span(self, offset: int, nbytes: int) -> None:
         if offset + nbytes > self.size:
             raise CorruptFile(f"{self.path}: read of {nbytes} bytes at {offset} is beyond the end of the file")
+
+    def _pread(self, offset: int, nbytes: int) -> bytes:
+        self._check_span(offset, nbytes)
         return pread_exact(self.path, offset, nbytes)
 
     def read(self, name: str, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
-        """A tensor dequantized to float32, in numpy (row-major) order, by gguf-py (plain float and integer types
-        by numpy / torch).  ``out``: a float32 buffer of the tensor's shape to fill and return (streamed runs
-        reuse buffers); ``rows``: a row permutation applied while reading (stored row i goes to row rows[i]).
+        """A tensor dequantized to float32, in numpy (row-major) order: by ggml's C dequantizers when
+        llama-cpp-python is installed (see :mod:`.ggml`), else by gguf-py; plain float and integer types by numpy
+        / torch.  ``out``: a float32 buffer of the tensor's shape to fill and return (streamed runs reuse
+        buffers); ``rows``: a row permutation applied while reading (stored row i goes to row rows[i]).
 
-        Read in pieces of a few MB and dequantized a few rows at a time: gguf-py's temporaries stay small (whole
-        multi-GB tensors through it cost several times more in page faults than in arithmetic)."""
+        Read in pieces of a few MB, each decoded straight into place (through a scratch buffer when rows move);
+        gguf-py gets a few rows at a time, so its temporaries stay small (whole multi-GB tensors through it cost
+        several times more in page faults than in arithmetic)."""
         from gguf.constants import GGMLQuantizationType
         from gguf.quants import dequantize
 
@@ -318,8 +323,7 @@ class GgufFile:
         t = self.tensors[name]
         if t.n_elements == 0:
             raise CorruptFile(f"{self.path}: tensor {name} has no elements (shape {list(t.shape)})")
-        if t.offset + t.nbytes > self.size:
-            raise CorruptFile(f"{self.path}: read of {t.nbytes} bytes at {t.offset} is beyond the end of the file")
+        self._check_span(t.offset, t.nbytes)
         row_len = t.dims[0] if t.dims else 1
         n_rows = t.n_elements // max(1, row_len)
         row_bytes = t.nbytes // max(1, n_rows)
@@ -334,31 +338,30 @@ class GgufFile:
         qtype = None if plain is not None else GGMLQuantizationType(t.type_id)
         fast = None if qtype is None else ggml.dequantizer(qtype)
         sub = max(1, _DEQUANT_ELEMENTS // max(1, row_len))  # rows per gguf-py call
-        piece = max(1, CHUNK_BYTES // max(1, row_bytes)) // sub * sub or sub  # rows per positioned read
-        for pos, raw in pread_chunks(self.path, t.offset, t.nbytes, piece * row_bytes):
-            first = pos // row_bytes
-            block = raw.reshape(-1, row_bytes)
-            if fast is not None:  # ggml's C dequantizer, straight into place
-                k = block.shape[0]
-                target = flat[first:first + k] if rows is None else scratch_float32(k * row_len).reshape(k, row_len)
-                fast(raw, target.reshape(-1))
-                if rows is not None:
-                    flat[rows[first:first + k]] = target
-                continue
-            for i in range(0, block.shape[0], sub):
-                r0, r1 = first + i, first + min(i + sub, block.shape[0])
-                part = block[i:i + sub]
-                if plain is not None:
-                    values = np.empty((r1 - r0, row_len), dtype=np.float32)
-                    fill_float32(values.reshape(-1), part.reshape(-1), plain)
-                else:
+
+        def decode(block: np.ndarray, target: np.ndarray) -> None:
+            """target (k rows of float32) <- block (k stored rows of bytes)."""
+            if plain is not None:
+                fill_float32(target.reshape(-1), block.reshape(-1), plain)
+            elif fast is not None:
+                fast(block.reshape(-1), target.reshape(-1))
+            else:
+                for i in range(0, block.shape[0], sub):
                     try:
-                        values = dequantize(part, qtype)
+                        part = dequantize(block[i:i + sub], qtype)
                     except NotImplementedError:
                         raise CorruptFile(f"{self.path}: tensor {name} is stored as {t.type_name}, which gguf-py "
                                           "cannot dequantize") from None
-                if rows is None:
-                    flat[r0:r1] = values.reshape(r1 - r0, row_len)
-                else:
-                    flat[rows[r0:r1]] = values.reshape(r1 - r0, row_len)
+                    target[i:i + sub] = part.reshape(-1, row_len)
+
+        piece = max(1, CHUNK_BYTES // max(1, row_bytes)) // sub * sub or sub  # rows per positioned read
+        for pos, raw in pread_chunks(self.path, t.offset, t.nbytes, piece * row_bytes):
+            first, block = pos // row_bytes, raw.reshape(-1, row_bytes)
+            k = block.shape[0]
+            if rows is None:
+                decode(block, flat[first:first + k])
+            else:
+                target = scratch_float32(k * row_len).reshape(k, row_len)
+                decode(block, target)
+                flat[rows[first:first + k]] = target
         return dest
